@@ -1,0 +1,166 @@
+"""Every setting, declared once: environment variable, `--flag`, default, check and help.
+
+`load_settings` reads the environment, applies command-line overrides and checks everything
+before the service starts; a bad value stops startup with a message naming the variable.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import urlparse
+
+from .errors import ConfigError
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+        return value
+    return parse
+
+
+def _http_url(text: str) -> str:
+    parsed = urlparse(text)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ValueError("must be an http(s) URL such as https://api.metronome.com")
+    return text.rstrip("/")
+
+
+def _postgres_url(text: str) -> str:
+    if not text:
+        return ""
+    if urlparse(text).scheme not in ("postgres", "postgresql"):
+        raise ValueError("must be a postgres:// or postgresql:// URL")
+    return text
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.upper() not in options:
+            raise ValueError(f"must be one of {', '.join(options)}")
+        return text.upper()
+    return parse
+
+
+def _write_keys(text: str) -> dict:
+    """`label:key,label2:key2` -> {key: label}; a bare key gets the label 'default'."""
+    keys = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        label, _, key = item.rpartition(":")
+        if not key:
+            raise ValueError("each entry must be label:key")
+        keys[key] = label or "default"
+    return keys
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env: str
+    parse: Callable[[str], object]
+    default: str | None
+    help: str
+    secret: bool = False
+
+
+SETTINGS = [
+    Setting("metronome_api_token", "METRONOME_API_TOKEN", str, None, "Metronome API token (required unless --sandbox).", secret=True),
+    Setting("metronome_base_url", "METRONOME_BASE_URL", _http_url, "https://api.metronome.com", "Metronome API base URL."),
+    Setting("database_url", "DATABASE_URL", _postgres_url, "", "Postgres URL; when set it replaces SQLite so processes can share one queue.", secret=True),
+    Setting("sqlite_path", "SQLITE_PATH", str, "data/destination.sqlite3", "SQLite database file (the embedded default store)."),
+    Setting("sqlite_synchronous", "SQLITE_SYNCHRONOUS", _choice("FULL", "NORMAL"), "FULL", "FULL fsyncs every commit (survives power loss); NORMAL survives process crashes only."),
+    Setting("mappings_path", "MAPPINGS_PATH", str, "mappings/default.json", "Mapping file to load."),
+    Setting("host", "HOST", str, "127.0.0.1", "Address `serve` listens on."),
+    Setting("port", "PORT", _int_range(1, 65535), "8080", "Port `serve` listens on."),
+    Setting("write_keys", "WRITE_KEYS", _write_keys, "", "Accepted write keys as label:key, comma-separated.", secret=True),
+    Setting("allow_unauthenticated", "ALLOW_UNAUTHENTICATED", _bool, "false", "Accept events without a write key. Off by default."),
+    Setting("max_request_bytes", "MAX_REQUEST_BYTES", _int_range(1024, 100 * 2**20), str(500 * 1024), "Largest request body, after gunzip."),
+    Setting("max_event_bytes", "MAX_EVENT_BYTES", _int_range(256, 10 * 2**20), str(32 * 1024), "Largest single event."),
+    Setting("max_batch_events", "MAX_BATCH_EVENTS", _int_range(1, 100_000), "2500", "Most events in one request."),
+    Setting("batch_max_events", "BATCH_MAX_EVENTS", _int_range(1, 100), "100", "Events per Metronome request (Metronome allows 100)."),
+    Setting("batch_max_bytes", "BATCH_MAX_BYTES", _int_range(1024, 5 * 2**20), str(512 * 1024), "Bytes per Metronome request before gzip."),
+    Setting("lease_seconds", "LEASE_SECONDS", _float_range(0.5, 3600), "60", "How long a claimed batch is reserved before another worker may take it."),
+    Setting("claim_size", "CLAIM_SIZE", _int_range(1, 10_000), "1000", "Events a worker claims per round."),
+    Setting("poll_interval_seconds", "POLL_INTERVAL_SECONDS", _float_range(0.01, 60), "0.5", "Worker wait when the queue is empty."),
+    Setting("retry_base_seconds", "RETRY_BASE_SECONDS", _float_range(0.001, 60), "0.5", "First retry delay ceiling; doubles per attempt (full jitter)."),
+    Setting("retry_cap_seconds", "RETRY_CAP_SECONDS", _float_range(0.01, 86400), "300", "Longest retry delay."),
+    Setting("halt_probe_seconds", "HALT_PROBE_SECONDS", _float_range(0.01, 3600), "30", "After a 401/403, how often to try again."),
+    Setting("connect_timeout_seconds", "CONNECT_TIMEOUT_SECONDS", _float_range(0.1, 120), "5", "Metronome connect timeout."),
+    Setting("read_timeout_seconds", "READ_TIMEOUT_SECONDS", _float_range(0.1, 600), "30", "Metronome read timeout."),
+    Setting("gzip_level", "GZIP_LEVEL", _int_range(0, 9), "1", "gzip level for Metronome requests (0 sends plain JSON)."),
+    Setting("sandbox", "SANDBOX", _bool, "false", "Deliver to the built-in Metronome sandbox instead of Metronome."),
+    Setting("sandbox_port", "SANDBOX_PORT", _int_range(0, 65535), "8090", "Port of the built-in sandbox."),
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: dict = field(default_factory=dict)
+
+    def __getattr__(self, name):
+        try:
+            return self.values[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def replace(self, **changes) -> "Settings":
+        return Settings({**self.values, **changes})
+
+
+def add_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -> None:
+    """Add a `--flag` per setting; each overrides its environment variable."""
+    for setting in SETTINGS:
+        if names is None or setting.name in names:
+            flag = "--" + setting.name.replace("_", "-")
+            default = "(secret)" if setting.secret else setting.default
+            text = f"{setting.help} Env {setting.env}; default {default!s}."
+            if setting.parse is _bool:  # a switch: --sandbox, --allow-unauthenticated
+                parser.add_argument(flag, dest=setting.name, default=None, action="store_const", const="true", help=text)
+            else:
+                parser.add_argument(flag, dest=setting.name, default=None, metavar=setting.env, help=text)
+
+
+def load_settings(env: dict | None = None, overrides: dict | None = None) -> Settings:
+    """Read, parse and check every setting; raise ConfigError naming each bad one."""
+    env = os.environ if env is None else env
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    values, problems = {}, []
+    for setting in SETTINGS:
+        text = overrides.get(setting.name, env.get(setting.env, setting.default))
+        if isinstance(text, bool):
+            text = str(text)
+        if text is None:
+            values[setting.name] = None
+            continue
+        try:
+            values[setting.name] = setting.parse(str(text))
+        except ValueError as exc:
+            shown = "(hidden)" if setting.secret else repr(text)
+            problems.append(f"{setting.env}={shown}: {exc}")
+    if not problems and not values["sandbox"] and not values["metronome_api_token"]:
+        problems.append("METRONOME_API_TOKEN: required (or run with --sandbox to use the built-in sandbox)")
+    if problems:
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
+    return Settings(values)

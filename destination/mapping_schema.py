@@ -1,0 +1,173 @@
+"""Validate a mapping document before any event meets it; every error starts with its location.
+
+Marshmallow checks the shape; JSONPath compilation checks each path. Errors are gathered and
+reported together, e.g. `/mappings/0/fields/customer_id/path: Parse error at 1:2 near token ...`.
+"""
+from __future__ import annotations
+
+from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
+
+from .errors import ConfigError
+
+OUTPUT_FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
+OPERATORS = ("equals", "in", "exists", "not_exists", "starts_with", "contains")
+
+
+class PathOrPaths(fields.Field):
+    """A JSONPath string, or a non-empty list of them tried in order."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and value and all(isinstance(p, str) for p in value):
+            return value
+        raise ValidationError("must be a JSONPath string or a non-empty list of JSONPath strings")
+
+
+class AnyValue(fields.Field):
+    def _deserialize(self, value, attr, data, **kwargs):
+        return value
+
+
+class SourceSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    path = PathOrPaths()
+    literal = AnyValue(allow_none=False)
+    default = AnyValue()
+
+    @validates_schema
+    def _one_origin(self, data, **kwargs):
+        if ("path" in data) == ("literal" in data):
+            raise ValidationError("give exactly one of 'path' or 'literal'", "_schema")
+
+
+class FieldsSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    transaction_id = fields.Nested(SourceSchema, required=True)
+    customer_id = fields.Nested(SourceSchema, required=True)
+    event_type = fields.Nested(SourceSchema, required=True)
+    timestamp = fields.Nested(SourceSchema, required=True)
+
+
+class PropertiesSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    from_ = fields.String(data_key="from", required=True)
+
+
+class TriggerField(fields.Field):
+    """A condition `{"path", <operator>: operand}` or `{"all"|"any": [trigger, ...]}`."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        errors = _trigger_errors(value, "")
+        if errors:
+            raise ValidationError(errors)
+        return value
+
+
+def _trigger_errors(spec, where: str) -> dict:
+    if not isinstance(spec, dict):
+        return {where or "_schema": ["must be an object"]}
+    groups = [mode for mode in ("all", "any") if mode in spec]
+    if groups:
+        parts = spec[groups[0]]
+        if len(spec) != 1 or not isinstance(parts, list) or not parts:
+            return {where or "_schema": [f"'{groups[0]}' must be the only key and hold a non-empty list"]}
+        errors = {}
+        for i, part in enumerate(parts):
+            errors.update(_trigger_errors(part, f"{where}/{groups[0]}/{i}".lstrip("/")))
+        return errors
+    operators = [op for op in OPERATORS if op in spec]
+    extra = set(spec) - {"path", *OPERATORS}
+    if "path" not in spec or len(operators) != 1 or extra:
+        return {where or "_schema": [f"a condition needs 'path' and exactly one of {', '.join(OPERATORS)}"]}
+    if operators[0] == "in" and not isinstance(spec["in"], list):
+        return {f"{where}/in".lstrip("/"): ["must be a list"]}
+    if operators[0] in ("starts_with", "contains") and not isinstance(spec[operators[0]], str):
+        return {f"{where}/{operators[0]}".lstrip("/"): ["must be a string"]}
+    return {}
+
+
+class MappingSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    name = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    enabled = fields.Boolean(load_default=True)
+    trigger = TriggerField(required=True)
+    fields_ = fields.Nested(FieldsSchema, data_key="fields", required=True)
+    properties = fields.Nested(PropertiesSchema)
+
+
+class DocumentSchema(Schema):
+    class Meta:
+        unknown = INCLUDE  # room for a top-level "description" or "$schema"
+
+    mappings = fields.List(fields.Nested(MappingSchema), required=True, validate=validate.Length(min=1))
+
+
+def validate_document(document, compile_path) -> None:
+    """Raise ConfigError with one `location: message` line per problem, or return None."""
+    if not isinstance(document, dict):
+        raise ConfigError("/: a mapping file must be a JSON object with a 'mappings' list")
+    try:
+        DocumentSchema().load(document)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_flatten(exc.normalized_messages(), ""))) from None
+    problems = [f"{where}: {message}" for where, message in _path_problems(document, compile_path)]
+    names = [m["name"] for m in document["mappings"]]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            problems.append(f"/mappings/{i}/name: duplicate mapping name {name!r}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _path_problems(document, compile_path):
+    """Compile every JSONPath in the document, yielding (location, error) for each bad one."""
+    for i, mapping in enumerate(document["mappings"]):
+        base = f"/mappings/{i}"
+        for name, source in mapping["fields"].items():
+            paths = source.get("path", [])
+            for j, path in enumerate([paths] if isinstance(paths, str) else paths):
+                where = f"{base}/fields/{name}/path" + ("" if isinstance(paths, str) else f"/{j}")
+                yield from _compile_problem(compile_path, path, where)
+        if "properties" in mapping:
+            yield from _compile_problem(compile_path, mapping["properties"]["from"], f"{base}/properties/from")
+        yield from _trigger_path_problems(compile_path, mapping["trigger"], f"{base}/trigger")
+
+
+def _trigger_path_problems(compile_path, spec, where):
+    for mode in ("all", "any"):
+        if mode in spec:
+            for i, part in enumerate(spec[mode]):
+                yield from _trigger_path_problems(compile_path, part, f"{where}/{mode}/{i}")
+            return
+    yield from _compile_problem(compile_path, spec["path"], f"{where}/path")
+
+
+def _compile_problem(compile_path, path, where):
+    try:
+        compile_path(path)
+    except ValueError as exc:
+        yield where, str(exc)
+
+
+def _flatten(messages, prefix: str):
+    """Turn marshmallow's nested error dict into `/a/0/b: message` lines."""
+    if isinstance(messages, dict):
+        for key, value in messages.items():
+            key = {"fields_": "fields", "from_": "from"}.get(str(key), str(key))
+            where = prefix if key == "_schema" else f"{prefix}/{key}"
+            yield from _flatten(value, where)
+    elif isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        for message in messages:
+            yield f"{prefix or '/'}: {message}"
+    else:
+        for i, value in enumerate(messages):
+            yield from _flatten(value, f"{prefix}/{i}")

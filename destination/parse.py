@@ -1,0 +1,79 @@
+"""Turn a request body into events: bounded gunzip, exact-number JSON, the three body shapes."""
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+from . import exact
+from .errors import BadRequest, PayloadTooLarge
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The events of one request plus the batch-level fields senders put around them."""
+
+    events: list
+    write_key: str | None = None
+    context: dict | None = None
+    integrations: dict | None = None
+    sent_at: object = None
+
+
+def inflate(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    """Gunzip when asked, never producing more than `max_bytes` (a gzip bomb stops here)."""
+    encoding = (encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return body
+    if encoding not in ("gzip", "x-gzip"):
+        raise BadRequest(f"Content-Encoding {encoding!r} is not supported; send gzip or no encoding", code="unsupported_encoding")
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"body is not valid gzip: {exc}", code="invalid_gzip") from None
+    if len(out) > max_bytes:
+        raise PayloadTooLarge(f"inflated body exceeds {max_bytes} bytes")
+    if not inflater.eof:
+        raise BadRequest("gzip body is truncated", code="invalid_gzip")
+    return out
+
+
+def parse_body(body: bytes, max_events: int) -> Envelope:
+    """Accept one event object, an array of events, or `{"batch": [...], ...}`."""
+    try:
+        document = exact.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise BadRequest(f"body is not valid JSON: {_short(exc)}", code="malformed_json") from None
+    if isinstance(document, list):
+        envelope = Envelope(document)
+    elif isinstance(document, dict) and "batch" in document:
+        envelope = _batch_envelope(document)
+    elif isinstance(document, dict):
+        envelope = Envelope([document], write_key=_text(document.get("writeKey")))
+    else:
+        raise BadRequest("body must be an event object, an array of events, or {\"batch\": [...]}", code="invalid_body")
+    if len(envelope.events) > max_events:
+        raise PayloadTooLarge(f"request holds {len(envelope.events)} events; the limit is {max_events}", code="too_many_events")
+    return envelope
+
+
+def _batch_envelope(document: dict) -> Envelope:
+    batch = document["batch"]
+    if not isinstance(batch, list):
+        raise BadRequest("'batch' must be an array of events", code="invalid_body")
+    context, integrations = document.get("context"), document.get("integrations")
+    return Envelope(
+        batch,
+        write_key=_text(document.get("writeKey")),
+        context=context if isinstance(context, dict) else None,
+        integrations=integrations if isinstance(integrations, dict) else None,
+        sent_at=document.get("sentAt"),
+    )
+
+
+def _text(value) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

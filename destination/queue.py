@@ -1,0 +1,94 @@
+"""The durable outbox: the one interface every storage backend implements.
+
+Accepted usage events and refused events are written in one transaction before the sender gets
+its 200. The worker then claims ready rows under a lease, and acks, retries later or
+dead-letters them. A claim moves a row's `available_at` to the end of its lease, so rows of a
+worker that died come back by themselves when the lease runs out, with the same stored payload
+and therefore the same transaction_id.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEvent:
+    """A usage event to deliver: the exact bytes to send, and the CDP event it came from."""
+
+    transaction_id: str
+    payload: bytes
+    raw: bytes
+    mapping_version: str
+    timestamp_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event set aside whole, with why, so it can be inspected and replayed."""
+
+    raw: bytes
+    code: str
+    reason: str
+    mapping_version: str
+    stage: str  # "receive" (mapping/validation) or "delivery" (Metronome refused it)
+    transaction_id: str | None = None
+    payload: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedEvent:
+    id: int
+    transaction_id: str
+    payload: bytes
+    timestamp_ms: int
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    owner: str
+    events: list[ClaimedEvent]
+
+
+class Queue(Protocol):
+    def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int) -> int:
+        """Store accepted events and refusals atomically; return how many events were new."""
+
+    def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
+        """Lease up to `limit` ready events to one owner, oldest first."""
+
+    def ack(self, owner: str, ids: list[int]) -> None:
+        """Delivered: remove the events."""
+
+    def retry_later(self, owner: str, ids: list[int], available_at_ms: int, error: str, count_attempt: bool = True) -> None:
+        """Put events back to be claimed again at `available_at_ms`."""
+
+    def dead_letter(self, owner: str, refusals: list[tuple[int, str, str]], now_ms: int) -> None:
+        """Move (id, code, reason) events from the outbox to the dead-letter store."""
+
+    def depth(self) -> int: ...
+
+    def oldest_pending_ms(self) -> int | None:
+        """received_at of the oldest queued event, or None when empty."""
+
+    def dead_letter_count(self) -> int: ...
+
+    def list_dead_letters(self, limit: int = 100) -> list[dict]: ...
+
+    def get_state(self, key: str) -> str | None: ...
+
+    def set_state(self, key: str, value: str | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_queue(settings) -> Queue:
+    """The Postgres backend when DATABASE_URL is set, else the embedded SQLite one."""
+    if settings.database_url:
+        from .queue_postgres import PostgresQueue
+
+        return PostgresQueue(settings.database_url)
+    from .queue_sqlite import SQLiteQueue
+
+    return SQLiteQueue(settings.sqlite_path, synchronous=settings.sqlite_synchronous)

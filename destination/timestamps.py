@@ -1,0 +1,73 @@
+"""Read the many timestamp forms senders use and write the one form Metronome wants.
+
+Accepted: ISO 8601 / RFC 3339 strings (`Z`, `+00:00`, `+0000`, any fraction length, a space for
+`T`, a bare date), and epoch numbers or digit strings. Epoch rule: an absolute value below 10^11 is
+seconds, anything else milliseconds. 10^11 seconds is the year 5138, while 10^11 milliseconds is
+1973, so no plausible time is ambiguous. A time without an offset is taken as UTC.
+Written: RFC 3339 UTC with milliseconds, `2026-11-20T12:30:00.123Z`. Sub-millisecond digits are
+truncated, never rounded, so an event never moves into the next billing window.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from .errors import EventRefused
+
+EPOCH_MILLISECONDS_FROM = 10**11
+_UTC = timezone.utc
+_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+# fromisoformat takes at most 6 fraction digits in some forms; nanoseconds are common in Go/JS.
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
+_OFFSET_NO_COLON = re.compile(r"([+-]\d\d)(\d\d)$")
+_DIGITS = re.compile(r"-?\d+(\.\d+)?")
+
+
+def parse_timestamp(value) -> datetime:
+    """Return an aware UTC datetime, or raise EventRefused('invalid_timestamp')."""
+    if isinstance(value, bool) or value is None:
+        raise EventRefused("invalid_timestamp", f"timestamp {value!r} is not a time")
+    if isinstance(value, (int, float, Decimal)):
+        return _from_epoch(value)
+    if not isinstance(value, str):
+        raise EventRefused("invalid_timestamp", f"timestamp must be a string or number, not {type(value).__name__}")
+    text = value.strip()
+    if _DIGITS.fullmatch(text):
+        return _from_epoch(Decimal(text))
+    return _from_iso(text, value)
+
+
+def _from_epoch(number) -> datetime:
+    seconds = number if abs(number) < EPOCH_MILLISECONDS_FROM else number / 1000
+    try:
+        return _EPOCH + timedelta(microseconds=int(Decimal(str(seconds)) * 1_000_000))
+    except (OverflowError, ArithmeticError, ValueError):
+        raise EventRefused("invalid_timestamp", f"epoch timestamp {number} is out of range") from None
+
+
+def _from_iso(text: str, original: str) -> datetime:
+    candidate = text
+    if candidate[-1:] in ("z", "Z"):
+        candidate = candidate[:-1] + "+00:00"
+    candidate = _LONG_FRACTION.sub(r"\1", _OFFSET_NO_COLON.sub(r"\1:\2", candidate))
+    try:
+        moment = datetime.fromisoformat(candidate)
+    except ValueError:
+        raise EventRefused("invalid_timestamp", f"timestamp {original!r} is not ISO 8601 / RFC 3339 or epoch") from None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=_UTC)
+    return moment.astimezone(_UTC)
+
+
+def to_rfc3339(moment: datetime) -> str:
+    """Format an aware datetime as RFC 3339 UTC with milliseconds."""
+    m = moment.astimezone(_UTC) if moment.tzinfo is not _UTC else moment
+    return (
+        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
+        f".{m.microsecond // 1000:03d}Z"
+    )
+
+
+def epoch_ms(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(milliseconds=1)

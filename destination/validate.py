@@ -1,0 +1,104 @@
+"""Check a mapped usage event against Metronome's ingest contract and give it its final shape.
+
+Pure: the clock comes in as `now_ms`. The same window rule serves the accept path (refuse at the
+door) and the worker (dead-letter before sending what Metronome would drop).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from .errors import EventRefused
+from .exact import NumberOutOfRange, decimal_text, to_metronome_string
+from .timestamps import epoch_ms, parse_timestamp, to_rfc3339
+
+MAX_TRANSACTION_ID = 128
+WINDOW_MS = timedelta(days=34) // timedelta(milliseconds=1)
+# Refuse a little before Metronome would, so an event accepted now is not already stale when
+# its batch lands; delivery takes seconds, so ten minutes is ample headroom.
+WINDOW_HEADROOM_MS = 10 * 60 * 1000
+FUTURE_LIMIT_MS = 24 * 3600 * 1000
+REQUIRED = ("transaction_id", "customer_id", "event_type", "timestamp")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """A Metronome event ready to queue: the dict to send plus what the queue indexes."""
+
+    event: dict
+    timestamp_ms: int
+
+    @property
+    def transaction_id(self) -> str:
+        return self.event["transaction_id"]
+
+
+def outside_window(timestamp_ms: int, now_ms: int) -> bool:
+    """True when Metronome's 34-day backdating window has passed (or is about to) for this time."""
+    return timestamp_ms < now_ms - WINDOW_MS + WINDOW_HEADROOM_MS
+
+
+def window_reason(timestamp_ms: int, now_ms: int) -> str:
+    age_days = (now_ms - timestamp_ms) / 86_400_000
+    return f"timestamp is {age_days:.1f} days old; Metronome only accepts events up to 34 days old"
+
+
+def build_usage_event(fields: dict, now_ms: int) -> UsageEvent:
+    """Validate mapped values and return the Metronome event; raise EventRefused with the reason."""
+    for name in REQUIRED:
+        if _is_empty(fields.get(name)):
+            raise EventRefused(f"missing_{name}", f"{name} is required but the mapping found no value")
+    transaction_id = _scalar_text("transaction_id", fields["transaction_id"])
+    if len(transaction_id) > MAX_TRANSACTION_ID:
+        raise EventRefused(
+            "transaction_id_too_long",
+            f"transaction_id has {len(transaction_id)} characters; Metronome allows at most {MAX_TRANSACTION_ID}",
+        )
+    moment = parse_timestamp(fields["timestamp"])
+    timestamp_ms = epoch_ms(moment)
+    if timestamp_ms > now_ms + FUTURE_LIMIT_MS:
+        raise EventRefused("timestamp_in_future", "timestamp is more than 24 hours in the future")
+    if outside_window(timestamp_ms, now_ms):
+        raise EventRefused("timestamp_too_old", window_reason(timestamp_ms, now_ms))
+    event = {
+        "transaction_id": transaction_id,
+        "customer_id": _scalar_text("customer_id", fields["customer_id"]),
+        "event_type": _scalar_text("event_type", fields["event_type"]),
+        "timestamp": to_rfc3339(moment),
+    }
+    properties = fields.get("properties")
+    if properties:
+        event["properties"] = property_strings(properties)
+    return UsageEvent(event, timestamp_ms)
+
+
+def property_strings(properties) -> dict:
+    """Every property value as its exact Metronome string; nulls are left out."""
+    if not isinstance(properties, dict):
+        raise EventRefused("invalid_properties", f"properties must be an object, not {type(properties).__name__}")
+    out = {}
+    try:
+        for key, value in properties.items():
+            text = to_metronome_string(value)
+            if text is not None:
+                out[key] = text
+    except NumberOutOfRange as exc:
+        raise EventRefused("number_out_of_range", f"property {key!r}: {exc}") from None
+    return out
+
+
+def _is_empty(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _scalar_text(name: str, value) -> str:
+    """Identifiers may arrive as numbers (userId 42); objects, arrays and booleans are refused."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        try:
+            return decimal_text(value)
+        except NumberOutOfRange as exc:
+            raise EventRefused("number_out_of_range", f"{name}: {exc}") from None
+    raise EventRefused(f"invalid_{name}", f"{name} must be a string or number, not {type(value).__name__}")

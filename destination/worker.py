@@ -1,0 +1,138 @@
+"""The delivery worker: claim -> batch -> send -> decide -> ack | retry later | split | dead letter.
+
+The clock, the random source and the sender are passed in, so tests drive it without mocks.
+Pause and halt states live in the queue's shared state, so a 429 or a bad token seen by one
+process stops every process that delivers from the same database.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import Counter, deque
+
+import orjson
+
+from . import batch as batching
+from .queue import ClaimedEvent, Queue
+from .retry import DeadLetter, Delivered, Halt, RetryLater, RetryPolicy, Split, decide
+from .validate import outside_window, window_reason
+
+log = logging.getLogger("destination.worker")
+
+PAUSED_UNTIL = "paused_until_ms"
+HALT = "halt"
+
+
+class Worker:
+    def __init__(self, queue: Queue, sender, *, policy: RetryPolicy | None = None, lease_s: float = 60,
+                 claim_size: int = 1000, idle_s: float = 0.5, max_events: int = batching.MAX_EVENTS,
+                 max_bytes: int = batching.MAX_BYTES, clock=time.time, rng: random.Random | None = None):
+        self.queue = queue
+        self.sender = sender
+        self.policy = policy or RetryPolicy()
+        self.lease_ms = int(lease_s * 1000)
+        self.claim_size = claim_size
+        self.idle_s = idle_s
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stats: Counter = Counter()
+
+    def run(self, stop: threading.Event) -> None:
+        """Deliver until `stop` is set; in-flight batches finish or go back to the queue."""
+        while not stop.is_set():
+            try:
+                wait = self.step()
+            except Exception:  # the database blinked: log, wait, go on; nothing is lost by waiting
+                log.exception("delivery step failed")
+                wait = self.idle_s
+            if wait:
+                stop.wait(wait)
+
+    def step(self) -> float:
+        """One round of work; returns how long to wait before the next (0 means go again now)."""
+        now_ms = self._now_ms()
+        paused_until = int(self.queue.get_state(PAUSED_UNTIL) or 0)
+        if paused_until > now_ms:
+            return min((paused_until - now_ms) / 1000, self.policy.halt_probe_s)
+        claim = self.queue.claim(self.claim_size, self.lease_ms, now_ms)
+        if not claim.events:
+            return self.idle_s
+        fresh = self._set_aside_stale(claim.owner, claim.events, now_ms)
+        work = deque(batching.batches(fresh, self.max_events, self.max_bytes))
+        while work:
+            if not self._deliver(claim.owner, work.popleft(), work):
+                self._release(claim.owner, [e for b in work for e in b])
+                break
+        return 0
+
+    def _deliver(self, owner: str, events: list[ClaimedEvent], work: deque) -> bool:
+        """Send one batch and act on the answer; False means stop sending for now."""
+        outcome = self.sender.send(batching.body(events))
+        self.stats["requests"] += 1
+        now_s = self.clock()
+        attempt = max(e.attempts for e in events)
+        action = decide(outcome, len(events), attempt, self.policy, self.rng, now_s)
+        ids = [e.id for e in events]
+        if isinstance(action, Delivered):
+            self.queue.ack(owner, ids)
+            self.stats["delivered"] += len(ids)
+            if self.queue.get_state(HALT):
+                log.info("delivery resumed: Metronome accepted a batch again")
+                self.queue.set_state(HALT, None)
+            return True
+        if isinstance(action, Split):
+            left, right = batching.halves(events)
+            work.appendleft(right)
+            work.appendleft(left)
+            self.stats["splits"] += 1
+            return True
+        if isinstance(action, DeadLetter):
+            self.queue.dead_letter(owner, [(ids[0], action.code, action.reason)], int(now_s * 1000))
+            self.stats["dead_lettered"] += 1
+            log.warning("dead-lettered %s: %s", events[0].transaction_id, action.reason)
+            return True
+        if isinstance(action, RetryLater):
+            until_ms = int((now_s + action.delay_s) * 1000)
+            self.queue.retry_later(owner, ids, until_ms, action.reason)
+            self.stats["retries"] += 1
+            self.stats[f"retries_{outcome.status or 'network'}"] += 1
+            log.warning("retrying %d events in %.2fs: %s", len(ids), action.delay_s, action.reason)
+            if action.pause_sender:
+                self.queue.set_state(PAUSED_UNTIL, str(until_ms))
+                return False
+            return True
+        assert isinstance(action, Halt)
+        self._release(owner, ids)
+        self.queue.set_state(HALT, orjson.dumps({"code": action.code, "reason": action.reason, "since_ms": int(now_s * 1000)}).decode())
+        self.queue.set_state(PAUSED_UNTIL, str(int((now_s + self.policy.halt_probe_s) * 1000)))
+        self.stats["halts"] += 1
+        log.error("delivery halted, every event stays queued: %s", action.reason)
+        return False
+
+    def _set_aside_stale(self, owner: str, events: list[ClaimedEvent], now_ms: int) -> list[ClaimedEvent]:
+        """Dead-letter events Metronome's 34-day window would drop; return the rest."""
+        stale = [e for e in events if outside_window(e.timestamp_ms, now_ms)]
+        if stale:
+            self.queue.dead_letter(owner, [(e.id, "timestamp_too_old", window_reason(e.timestamp_ms, now_ms)) for e in stale], now_ms)
+            self.stats["dead_lettered"] += len(stale)
+            stale_ids = {e.id for e in stale}
+            events = [e for e in events if e.id not in stale_ids]
+        return events
+
+    def _release(self, owner: str, events: list[ClaimedEvent]) -> None:
+        """Hand unsent events back at once, without counting an attempt against them."""
+        if events:
+            self.queue.retry_later(owner, [e.id for e in events], self._now_ms(), "released", count_attempt=False)
+
+    def _now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+
+def halt_state(queue: Queue) -> dict | None:
+    """Why delivery is halted (bad token, wrong URL), or None when it is not."""
+    raw = queue.get_state(HALT)
+    return orjson.loads(raw) if raw else None
