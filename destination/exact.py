@@ -43,7 +43,10 @@ def loads(body: bytes | str):
     value = json.loads(raw, parse_float=Decimal, parse_int=_int, parse_constant=_reject_constant)
     # The standard library accepts lone surrogate escapes ("\ud800") that no UTF-8 store can
     # hold; orjson refuses them, so one dump here makes both paths accept the same documents.
-    dumps(value)
+    try:
+        dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError
+        raise ValueError(str(exc)) from None
     return value
 
 

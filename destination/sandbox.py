@@ -41,6 +41,7 @@ class SandboxState:
         self.reject_ids: set[str] = set()
         self.hang_s = 0.0  # accept, then hold the answer this long (crash-between-claim-and-ack tests)
         self.hung = threading.Event()
+        self.release = threading.Event()
 
 
 def _problem(event, now_s) -> str | None:
@@ -79,7 +80,7 @@ def create_sandbox(tokens=("sandbox-token",), clock=time.time) -> Flask:
             answer = _answer(state, raw, entry)
         if state.hang_s and entry["status"] == 200:
             state.hung.set()
-            time.sleep(state.hang_s)  # the client is meant to die while waiting here
+            state.release.wait(state.hang_s)  # the client is meant to die while waiting here
         return answer
 
     @app.get("/sandbox/events")
@@ -107,6 +108,8 @@ def create_sandbox(tokens=("sandbox-token",), clock=time.time) -> Flask:
                 state.tokens = set(spec["tokens"])
             if "hang_s" in spec:
                 state.hang_s = float(spec["hang_s"])
+                if not state.hang_s:
+                    state.release.set()
         return jsonify({"ok": True})
 
     @app.post("/sandbox/reset")

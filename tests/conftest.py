@@ -1,0 +1,142 @@
+"""Shared fixtures: a real sandbox and a real app server on loopback, real SQLite files."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import requests
+from hypothesis import settings as hypothesis_settings
+from werkzeug.serving import make_server
+
+from destination.app import create_app
+from destination.config import load_settings
+from destination.delivery import build_worker
+from destination.queue import open_queue
+from destination.sandbox import SandboxServer
+
+# Timing is measured in bench/, never asserted in tests.
+hypothesis_settings.register_profile("suite", deadline=None)
+hypothesis_settings.load_profile("suite")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(__file__).resolve().parent / "data"
+WRITE_KEY = "test-write-key"
+TOKEN = "sandbox-token"
+# The SDK captures were made on this day; the clock is anchored here so their timestamps stay
+# inside Metronome's 34-day window however long after that the suite runs.
+CAPTURE_NOW = datetime(2026, 11, 22, 13, 43, 10, tzinfo=timezone.utc).timestamp()
+
+
+class AnchoredClock:
+    """Real elapsed time, starting from a chosen instant."""
+
+    def __init__(self, start: float):
+        self.offset = start - time.time()
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def iso(self, delta_s: float = 0) -> str:
+        return datetime.fromtimestamp(self() + delta_s, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def wait_until(predicate, timeout: float = 15, interval: float = 0.02, message: str = "condition"):
+    """Poll `predicate` until it is truthy; fail with `message` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@pytest.fixture
+def clock():
+    return AnchoredClock(CAPTURE_NOW)
+
+
+@pytest.fixture
+def sandbox(clock):
+    server = SandboxServer(tokens=(TOKEN,), clock=clock).start()
+    yield server
+    server.state.release.set()
+    server.stop()
+
+
+@pytest.fixture
+def settings(tmp_path, sandbox):
+    return load_settings(env={}, overrides={
+        "metronome_api_token": TOKEN,
+        "metronome_base_url": sandbox.url,
+        "sqlite_path": str(tmp_path / "queue.sqlite3"),
+        "mappings_path": str(ROOT / "mappings" / "default.json"),
+        "write_keys": f"test:{WRITE_KEY}",
+        "retry_base_seconds": "0.01",
+        "halt_probe_seconds": "0.2",
+        "poll_interval_seconds": "0.02",
+        "lease_seconds": "2",
+    })
+
+
+@pytest.fixture
+def queue(settings):
+    q = open_queue(settings)
+    yield q
+    q.close()
+
+
+@pytest.fixture
+def app(settings, queue, clock):
+    return create_app(settings, queue=queue, clock=clock)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class LiveService:
+    """The app on a loopback port plus a delivery worker thread, as `serve` runs them."""
+
+    def __init__(self, app, settings, queue, clock):
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.worker = build_worker(settings, queue, clock=clock)
+        self.queue = queue
+        self.stop_event = threading.Event()
+        self.threads = [threading.Thread(target=self.server.serve_forever, daemon=True),
+                        threading.Thread(target=self.worker.run, args=(self.stop_event,), daemon=True)]
+        self.session = requests.Session()
+        self.session.auth = (WRITE_KEY, "")
+
+    def start(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def post(self, body, **kwargs):
+        return self.session.post(self.url + "/v1/events", json=body, timeout=10, **kwargs)
+
+    def close(self):
+        self.stop_event.set()
+        self.threads[1].join(10)
+        self.server.shutdown()
+        self.server.server_close()
+        self.session.close()
+
+
+@pytest.fixture
+def service(app, settings, queue, clock):
+    live = LiveService(app, settings, queue, clock).start()
+    yield live
+    live.close()
+
+
+def track(message_id: str, when: str, customer: str = "cust_1", event: str = "transfer", **properties) -> dict:
+    return {"type": "track", "event": event, "messageId": message_id, "userId": customer,
+            "timestamp": when, "properties": properties}

@@ -1,0 +1,37 @@
+"""Every timestamp form senders use becomes RFC 3339 UTC with milliseconds."""
+import pytest
+
+from destination.errors import EventRefused
+from destination.timestamps import parse_timestamp, to_rfc3339
+
+CASES = [
+    ("2026-11-20T12:30:00.123+00:00", "2026-11-20T12:30:00.123Z"),  # segment-analytics-python
+    ("2026-11-20T12:30:00.123Z", "2026-11-20T12:30:00.123Z"),  # JavaScript
+    ("2026-11-20T12:30:00.123000+00:00", "2026-11-20T12:30:00.123Z"),  # rudder-sdk-python
+    ("2026-11-20T12:30:00.123999Z", "2026-11-20T12:30:00.123Z"),  # truncated, never rounded up
+    ("2026-11-20T12:30:00.123456789Z", "2026-11-20T12:30:00.123Z"),  # nanoseconds (Go)
+    ("2026-11-20T14:30:00+02:00", "2026-11-20T12:30:00.000Z"),
+    ("2026-11-20T12:30:00-0500", "2026-11-20T17:30:00.000Z"),
+    ("2026-11-20 12:30:00Z", "2026-11-20T12:30:00.000Z"),
+    ("2026-11-20T12:30:00", "2026-11-20T12:30:00.000Z"),  # no offset: UTC
+    ("2026-11-20", "2026-11-20T00:00:00.000Z"),
+    (1763641800, "2025-11-20T12:30:00.000Z"),  # epoch seconds
+    (1763641800.5, "2025-11-20T12:30:00.500Z"),
+    (1763641800123, "2025-11-20T12:30:00.123Z"),  # epoch milliseconds
+    ("1763641800", "2025-11-20T12:30:00.000Z"),
+    ("1763641800123", "2025-11-20T12:30:00.123Z"),
+    (99_999_999_999, "5138-11-16T09:46:39.000Z"),  # largest value read as seconds
+    (100_000_000_000, "1973-03-03T09:46:40.000Z"),  # smallest value read as milliseconds
+]
+
+
+@pytest.mark.parametrize("value, expected", CASES)
+def test_timestamp_is_normalised(value, expected):
+    assert to_rfc3339(parse_timestamp(value)) == expected
+
+
+@pytest.mark.parametrize("value", ["yesterday", "", "2026-13-01T00:00:00Z", True, None, {"t": 1}, [1], 10**30])
+def test_unreadable_timestamp_is_refused_with_reason(value):
+    with pytest.raises(EventRefused) as refused:
+        parse_timestamp(value)
+    assert refused.value.code == "invalid_timestamp"
