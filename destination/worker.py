@@ -106,7 +106,7 @@ class Worker:
                 return False
             return True
         assert isinstance(action, Halt)
-        self._release(owner, ids)
+        self._release(owner, events)
         self.queue.set_state(HALT, orjson.dumps({"code": action.code, "reason": action.reason, "since_ms": int(now_s * 1000)}).decode())
         self.queue.set_state(PAUSED_UNTIL, str(int((now_s + self.policy.halt_probe_s) * 1000)))
         self.stats["halts"] += 1

@@ -1,0 +1,78 @@
+"""The command line: help everywhere, bad settings named, and `serve --sandbox` really working."""
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+from conftest import ROOT, wait_until
+
+
+def run(*args, env=None, timeout=30):
+    return subprocess.run([sys.executable, "-m", "destination", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("command", [[], ["serve"], ["worker"], ["sandbox"]])
+def test_every_subcommand_has_help(command):
+    result = run(*command, "--help")
+    assert result.returncode == 0 and "usage: metronome-destination" in result.stdout
+
+
+def test_worker_help_lists_settings_with_their_environment_variables():
+    assert "METRONOME_API_TOKEN" in run("worker", "--help").stdout
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["worker"], {}, "METRONOME_API_TOKEN: required"),
+    (["worker", "--metronome-base-url", "ftp://x"], {"METRONOME_API_TOKEN": "t"}, "METRONOME_BASE_URL='ftp://x': must be an http(s) URL"),
+    (["worker"], {"METRONOME_API_TOKEN": "t", "BATCH_MAX_EVENTS": "500"}, "BATCH_MAX_EVENTS='500': must be between 1 and 100"),
+    (["worker"], {"METRONOME_API_TOKEN": "t", "DATABASE_URL": "mysql://x"}, "DATABASE_URL=(hidden): must be a postgres:// or postgresql:// URL"),
+    (["serve", "--sandbox", "--mappings-path", "missing.json"], {}, "MAPPINGS_PATH: cannot read missing.json"),
+])
+def test_a_bad_setting_stops_startup_naming_it(args, env, message, tmp_path):
+    import os
+
+    base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "METRONOME_API_TOKEN")}
+    result = run(*args, env={**base, "SQLITE_PATH": str(tmp_path / "q.sqlite3"), **env})
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_an_invalid_shipped_mapping_stops_startup_with_its_location(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"mappings": [{"name": "m", "trigger": {"path": "$.type"}, "fields": {}}]}')
+    result = run("serve", "--sandbox", "--mappings-path", str(bad), "--sqlite-path", str(tmp_path / "q.sqlite3"))
+    assert result.returncode == 2
+    assert "/mappings/0/trigger: a condition needs 'path'" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_with_sandbox_receives_and_delivers_in_one_process(tmp_path):
+    port, sandbox_port = _free_port(), _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "destination", "serve", "--sandbox", "--port", str(port),
+                                "--sandbox-port", str(sandbox_port), "--sqlite-path", str(tmp_path / "q.sqlite3")],
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up():
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+            except requests.ConnectionError:
+                return False
+        wait_until(up, timeout=30, message="serve to listen")
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        event = {"type": "track", "event": "transfer", "messageId": "q1", "userId": "c1", "timestamp": now, "properties": {"bytes": 5000}}
+        assert requests.post(f"http://127.0.0.1:{port}/v1/events", json=event, auth=("sandbox-write-key", ""), timeout=5).ok
+        totals = wait_until(lambda: requests.get(f"http://127.0.0.1:{sandbox_port}/sandbox/totals", timeout=5).json(),
+                            message="the event at the built-in sandbox")
+        assert totals == {"c1": {"transfer": {"count": 1, "sums": {"bytes": "5000"}}}}
+    finally:
+        process.terminate()
+        assert process.wait(30) == 0

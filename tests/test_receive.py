@@ -1,0 +1,115 @@
+"""HTTP semantics of the receive route: 200 with per-event outcomes, clear 4xx, 503 when unstorable."""
+import gzip
+
+import pytest
+
+from conftest import WRITE_KEY, track
+
+AUTH = (WRITE_KEY, "")
+
+
+def post(client, body=None, data=None, auth=AUTH, **kwargs):
+    return client.post("/v1/events", json=body, data=data, auth=auth, **kwargs)
+
+
+def stored(queue):
+    return queue.depth() + queue.dead_letter_count()
+
+
+@pytest.mark.parametrize("shape", ["single", "array", "batch"])
+def test_every_body_shape_is_accepted(client, queue, clock, shape):
+    event = track("m1", clock.iso())
+    body = {"single": event, "array": [event], "batch": {"batch": [event], "sentAt": clock.iso()}}[shape]
+    response = post(client, body)
+    assert response.status_code == 200
+    assert response.json == {"accepted": 1, "filtered": 0, "refused": 0,
+                             "events": [{"index": 0, "status": "accepted", "messageId": "m1", "transaction_ids": ["m1"]}]}
+    assert queue.depth() == 1
+
+
+@pytest.mark.parametrize("data, code", [
+    (b"{", "malformed_json"), (b"", "malformed_json"), (b"\xff\xfe", "malformed_json"),
+    (b"[" * 5000, "malformed_json"), (b'{"a": NaN}', "malformed_json"), (b'{"n": 1e99999, "a": "\\ud800"}', "malformed_json"),
+    (b'"just a string"', "invalid_body"), (b"42", "invalid_body"), (b'{"batch": {"not": "a list"}}', "invalid_body"),
+])
+def test_bad_bodies_get_400_with_code_and_message_and_store_nothing(client, queue, data, code):
+    response = post(client, data=data, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json["code"] == code and response.json["message"]
+    assert stored(queue) == 0
+
+
+@pytest.mark.parametrize("auth, headers", [
+    (None, {}), (("wrong-key", ""), {}), (None, {"Authorization": "Bearer wrong"}),
+    (None, {"Authorization": "Basic !!notbase64"}),
+])
+def test_missing_or_wrong_write_key_gets_401_and_stores_nothing(client, queue, clock, auth, headers):
+    response = post(client, track("m1", clock.iso()), auth=auth, headers=headers)
+    assert response.status_code == 401
+    assert set(response.json) == {"code", "message"}
+    assert stored(queue) == 0
+
+
+@pytest.mark.parametrize("how", ["basic-colon", "basic-no-colon", "bearer", "body"])
+def test_write_key_from_basic_bearer_or_body(client, queue, clock, how):
+    import base64
+
+    event = track("m1", clock.iso())
+    headers, body = {}, {"batch": [event]}
+    if how == "basic-colon":
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
+    elif how == "basic-no-colon":
+        headers["Authorization"] = "Basic " + base64.b64encode(WRITE_KEY.encode()).decode()
+    elif how == "bearer":
+        headers["Authorization"] = f"Bearer {WRITE_KEY}"
+    else:
+        body["writeKey"] = WRITE_KEY
+    assert post(client, body, auth=None, headers=headers).status_code == 200
+    assert queue.depth() == 1
+
+
+def test_gzip_body_is_inflated(client, queue, clock):
+    import orjson
+
+    data = gzip.compress(orjson.dumps([track("m1", clock.iso())]))
+    assert post(client, data=data, headers={"Content-Encoding": "gzip"}, content_type="application/json").status_code == 200
+    assert queue.depth() == 1
+
+
+def test_gzip_bomb_gets_413_and_stores_nothing(client, queue):
+    bomb = gzip.compress(b"[" + b" " * (20 * 2**20) + b"]")
+    response = post(client, data=bomb, headers={"Content-Encoding": "gzip"}, content_type="application/json")
+    assert response.status_code == 413 and response.json["code"] == "payload_too_large"
+    assert stored(queue) == 0
+
+
+@pytest.mark.parametrize("data, code", [(b"\x1f\x8b\x08garbage", "invalid_gzip"), (gzip.compress(b"[1,2,3]")[:-6], "invalid_gzip")])
+def test_broken_gzip_gets_400(client, queue, data, code):
+    response = post(client, data=data, headers={"Content-Encoding": "gzip"}, content_type="application/json")
+    assert (response.status_code, response.json["code"]) == (400, code)
+
+
+def test_oversize_body_gets_413(client, queue, settings):
+    response = post(client, data=b" " * (settings.max_request_bytes + 1), content_type="application/json")
+    assert response.status_code == 413 and set(response.json) == {"code", "message"}
+    assert stored(queue) == 0
+
+
+def test_too_many_events_gets_413(client, queue, clock, settings):
+    response = post(client, [track(f"m{i}", clock.iso()) for i in range(settings.max_batch_events + 1)])
+    assert (response.status_code, response.json["code"]) == (413, "too_many_events")
+    assert stored(queue) == 0
+
+
+def test_an_unwritable_queue_gets_503_with_retry_after(client, queue, clock):
+    queue._db().execute("DROP TABLE dead_letters")  # every enqueue now fails mid-transaction
+    response = post(client, [track("m1", clock.iso()), {"type": "track"}])
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "5"
+    assert response.json["code"] == "queue_unavailable"
+    assert queue.depth() == 0  # the whole request rolled back: the sender's retry brings it all
+
+
+def test_unknown_event_types_are_answered_200_as_filtered(client, queue):
+    response = post(client, [{"type": "delete", "userId": "u"}, {"type": "brand_new", "userId": "u"}])
+    assert response.status_code == 200 and response.json["filtered"] == 2

@@ -1,0 +1,127 @@
+"""The worker against a loopback Metronome that fails on cue."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import requests
+
+from destination.worker import halt_state
+from conftest import ROOT, TOKEN, track, wait_until
+
+
+def cue(sandbox, **faults):
+    requests.post(sandbox.url + "/sandbox/faults", json=faults, timeout=5).raise_for_status()
+
+
+def delivered_ids(sandbox):
+    return [e["transaction_id"] for e in requests.get(sandbox.url + "/sandbox/events", timeout=5).json()["events"]]
+
+
+def statuses(sandbox):
+    return [r["status"] for r in sandbox.state.requests]
+
+
+def test_500_three_times_then_200_is_delivered_once(service, sandbox, clock):
+    cue(sandbox, script=[{"status": 500}] * 3)
+    service.post(track("once", clock.iso()))
+    wait_until(lambda: delivered_ids(sandbox) == ["once"], message="delivery after three 500s")
+    wait_until(lambda: service.queue.depth() == 0, message="the ack")
+    assert statuses(sandbox) == [500, 500, 500, 200]
+    assert sandbox.state.duplicates == 0
+
+
+def test_429_with_retry_after_2_sends_nothing_for_2_seconds(service, sandbox, clock):
+    cue(sandbox, script=[{"status": 429, "headers": {"Retry-After": "2"}}])
+    service.post([track("a", clock.iso())])
+    wait_until(lambda: delivered_ids(sandbox) == ["a"], message="delivery after the 429")
+    first, second = sandbox.state.requests[:2]
+    assert (first["status"], second["status"]) == (429, 200)
+    assert second["at"] - first["at"] >= 2.0
+
+
+def test_a_429_pauses_every_batch_not_just_the_one_refused(service, sandbox, clock):
+    cue(sandbox, script=[{"status": 429, "headers": {"Retry-After": "1"}}])
+    service.post([track(f"e{i}", clock.iso()) for i in range(250)])  # three batches
+    wait_until(lambda: len(delivered_ids(sandbox)) == 250, message="all 250 delivered")
+    rejected_at = sandbox.state.requests[0]["at"]
+    assert all(r["at"] - rejected_at >= 1.0 for r in sandbox.state.requests[1:])
+
+
+def test_one_bad_event_in_100_is_dead_lettered_and_99_delivered(service, sandbox, clock):
+    events = [track(f"b{i:03d}", clock.iso(), bytes=i) for i in range(100)]
+    cue(sandbox, reject_transaction_ids=["b057"])
+    assert service.post(events).json()["accepted"] == 100
+    wait_until(lambda: service.queue.depth() == 0, message="the batch to be split and settled")
+    assert sorted(delivered_ids(sandbox)) == sorted(e["messageId"] for e in events if e["messageId"] != "b057")
+    [letter] = service.queue.list_dead_letters()
+    assert letter["transaction_id"] == "b057"
+    assert letter["code"] == "metronome_400"
+    assert letter["reason"] == "event 0: customer_id 'cust_1' is not allowed for this event (sandbox rejection)"
+
+
+def test_403_keeps_everything_queued_and_resumes_when_the_token_works(service, sandbox, clock):
+    cue(sandbox, tokens=["rotated-elsewhere"])
+    service.post([track(f"h{i}", clock.iso()) for i in range(30)])
+    wait_until(lambda: halt_state(service.queue), message="the worker to halt on 403")
+    wait_until(lambda: statuses(sandbox).count(403) >= 3, message="several probes while the token is bad")
+    assert service.queue.depth() == 30
+    assert service.queue.dead_letter_count() == 0
+    assert halt_state(service.queue)["code"] == "metronome_auth"
+    cue(sandbox, tokens=[TOKEN])
+    wait_until(lambda: len(delivered_ids(sandbox)) == 30, message="delivery to resume by itself")
+    wait_until(lambda: halt_state(service.queue) is None, message="the halt to clear")
+    assert service.queue.dead_letter_count() == 0
+
+
+def test_events_past_the_window_before_delivery_are_dead_lettered(app, queue, settings, clock, sandbox):
+    from destination.delivery import build_worker
+
+    client = app.test_client()
+    client.post("/v1/events", json=track("ageing", clock.iso(-33 * 86400)), auth=("test-write-key", ""))
+    later = lambda: clock() + 2 * 86400  # the worker first runs two days later (say, after an outage)
+    worker = build_worker(settings, queue, clock=later)
+    worker.step()
+    assert delivered_ids(sandbox) == []
+    [letter] = queue.list_dead_letters()
+    assert (letter["transaction_id"], letter["code"]) == ("ageing", "timestamp_too_old")
+
+
+def _worker_process(settings, sandbox, log_path):
+    env = {**os.environ, "SQLITE_PATH": settings.sqlite_path, "METRONOME_BASE_URL": sandbox.url,
+           "METRONOME_API_TOKEN": TOKEN, "LEASE_SECONDS": "1", "POLL_INTERVAL_SECONDS": "0.05",
+           "MAPPINGS_PATH": settings.mappings_path}
+    env.pop("DATABASE_URL", None)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "destination", "worker"], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+
+
+def test_worker_killed_between_claim_and_ack_redelivers_with_the_same_transaction_ids(app, settings, queue, sandbox, tmp_path):
+    client = app.test_client()
+    now = time.time()
+    events = [track(f"k{i:03d}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60))) for i in range(150)]
+    assert client.post("/v1/events", json=events, auth=("test-write-key", "")).json["accepted"] == 150
+    cue(sandbox, hang_s=60)  # accept the first batch, then hold the answer: the worker waits for its ack
+    first = _worker_process(settings, sandbox, tmp_path / "worker.log")
+    try:
+        assert sandbox.state.hung.wait(20), "the worker never sent a batch"
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        first.kill()
+    first_batch = sandbox.state.requests[0]["transaction_ids"]
+    assert len(first_batch) == 100 and queue.depth() == 150  # sent, never acked
+    cue(sandbox, hang_s=0)
+    second = _worker_process(settings, sandbox, tmp_path / "worker.log")
+    try:
+        wait_until(lambda: queue.depth() == 0, timeout=30, message="the restarted worker to deliver everything")
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(30) == 0
+    finally:
+        second.kill()
+    resent = [tid for r in sandbox.state.requests[1:] for tid in r["transaction_ids"]]
+    assert set(first_batch) <= set(resent)  # redelivered, with the very same transaction_ids
+    assert sorted(delivered_ids(sandbox)) == sorted(e["messageId"] for e in events)
+    assert sandbox.state.duplicates == len(first_batch)  # Metronome's dedup absorbed the resend
