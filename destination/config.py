@@ -23,22 +23,22 @@ def _bool(text: str) -> bool:
     raise ValueError("must be true or false")
 
 
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return value
-    return parse
-
-
-def _float_range(low: float, high: float) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        value = float(text)
+def _number_range(kind: type, low, high) -> Callable[[str], object]:
+    """A parser for an int or float setting that must lie in [low, high]."""
+    def parse(text: str):
+        value = kind(text)
         if not low <= value <= high:
             raise ValueError(f"must be between {low:g} and {high:g}")
         return value
     return parse
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    return _number_range(int, low, high)
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    return _number_range(float, low, high)
 
 
 def _http_url(text: str) -> str:
