@@ -28,17 +28,9 @@ def _number_range(kind: type, low, high) -> Callable[[str], object]:
     def parse(text: str):
         value = kind(text)
         if not low <= value <= high:
-            raise ValueError(f"must be between {low:g} and {high:g}")
+            raise ValueError(f"must be between {low} and {high}")
         return value
     return parse
-
-
-def _int_range(low: int, high: int) -> Callable[[str], int]:
-    return _number_range(int, low, high)
-
-
-def _float_range(low: float, high: float) -> Callable[[str], float]:
-    return _number_range(float, low, high)
 
 
 def _http_url(text: str) -> str:
@@ -93,25 +85,25 @@ SETTINGS = [
     Setting("sqlite_synchronous", "SQLITE_SYNCHRONOUS", _choice("FULL", "NORMAL"), "FULL", "FULL fsyncs every commit (survives power loss); NORMAL survives process crashes only."),
     Setting("mappings_path", "MAPPINGS_PATH", str, "mappings/default.json", "Mapping file to load."),
     Setting("host", "HOST", str, "127.0.0.1", "Address `serve` listens on."),
-    Setting("port", "PORT", _int_range(1, 65535), "8080", "Port `serve` listens on."),
+    Setting("port", "PORT", _number_range(int, 1, 65535), "8080", "Port `serve` listens on."),
     Setting("write_keys", "WRITE_KEYS", _write_keys, "", "Accepted write keys as label:key, comma-separated.", secret=True),
     Setting("allow_unauthenticated", "ALLOW_UNAUTHENTICATED", _bool, "false", "Accept events without a write key. Off by default."),
-    Setting("max_request_bytes", "MAX_REQUEST_BYTES", _int_range(1024, 100 * 2**20), str(500 * 1024), "Largest request body, after gunzip."),
-    Setting("max_event_bytes", "MAX_EVENT_BYTES", _int_range(256, 10 * 2**20), str(32 * 1024), "Largest single event."),
-    Setting("max_batch_events", "MAX_BATCH_EVENTS", _int_range(1, 100_000), "2500", "Most events in one request."),
-    Setting("batch_max_events", "BATCH_MAX_EVENTS", _int_range(1, 100), "100", "Events per Metronome request (Metronome allows 100)."),
-    Setting("batch_max_bytes", "BATCH_MAX_BYTES", _int_range(1024, 5 * 2**20), str(512 * 1024), "Bytes per Metronome request before gzip."),
-    Setting("lease_seconds", "LEASE_SECONDS", _float_range(0.5, 3600), "60", "How long a claimed batch is reserved before another worker may take it."),
-    Setting("claim_size", "CLAIM_SIZE", _int_range(1, 10_000), "1000", "Events a worker claims per round."),
-    Setting("poll_interval_seconds", "POLL_INTERVAL_SECONDS", _float_range(0.01, 60), "0.5", "Worker wait when the queue is empty."),
-    Setting("retry_base_seconds", "RETRY_BASE_SECONDS", _float_range(0.001, 60), "0.5", "First retry delay ceiling; doubles per attempt (full jitter)."),
-    Setting("retry_cap_seconds", "RETRY_CAP_SECONDS", _float_range(0.01, 86400), "300", "Longest retry delay."),
-    Setting("halt_probe_seconds", "HALT_PROBE_SECONDS", _float_range(0.01, 3600), "30", "After a 401/403, how often to try again."),
-    Setting("connect_timeout_seconds", "CONNECT_TIMEOUT_SECONDS", _float_range(0.1, 120), "5", "Metronome connect timeout."),
-    Setting("read_timeout_seconds", "READ_TIMEOUT_SECONDS", _float_range(0.1, 600), "30", "Metronome read timeout."),
-    Setting("gzip_level", "GZIP_LEVEL", _int_range(0, 9), "1", "gzip level for Metronome requests (0 sends plain JSON)."),
+    Setting("max_request_bytes", "MAX_REQUEST_BYTES", _number_range(int, 1024, 100 * 2**20), str(500 * 1024), "Largest request body, after gunzip."),
+    Setting("max_event_bytes", "MAX_EVENT_BYTES", _number_range(int, 256, 10 * 2**20), str(32 * 1024), "Largest single event."),
+    Setting("max_batch_events", "MAX_BATCH_EVENTS", _number_range(int, 1, 100_000), "2500", "Most events in one request."),
+    Setting("batch_max_events", "BATCH_MAX_EVENTS", _number_range(int, 1, 100), "100", "Events per Metronome request (Metronome allows 100)."),
+    Setting("batch_max_bytes", "BATCH_MAX_BYTES", _number_range(int, 1024, 5 * 2**20), str(512 * 1024), "Bytes per Metronome request before gzip."),
+    Setting("lease_seconds", "LEASE_SECONDS", _number_range(float, 0.5, 3600), "60", "How long a claimed batch is reserved before another worker may take it."),
+    Setting("claim_size", "CLAIM_SIZE", _number_range(int, 1, 10_000), "1000", "Events a worker claims per round."),
+    Setting("poll_interval_seconds", "POLL_INTERVAL_SECONDS", _number_range(float, 0.01, 60), "0.5", "Worker wait when the queue is empty."),
+    Setting("retry_base_seconds", "RETRY_BASE_SECONDS", _number_range(float, 0.001, 60), "0.5", "First retry delay ceiling; doubles per attempt (full jitter)."),
+    Setting("retry_cap_seconds", "RETRY_CAP_SECONDS", _number_range(float, 0.01, 86400), "300", "Longest retry delay."),
+    Setting("halt_probe_seconds", "HALT_PROBE_SECONDS", _number_range(float, 0.01, 3600), "30", "After a 401/403, how often to try again."),
+    Setting("connect_timeout_seconds", "CONNECT_TIMEOUT_SECONDS", _number_range(float, 0.1, 120), "5", "Metronome connect timeout."),
+    Setting("read_timeout_seconds", "READ_TIMEOUT_SECONDS", _number_range(float, 0.1, 600), "30", "Metronome read timeout."),
+    Setting("gzip_level", "GZIP_LEVEL", _number_range(int, 0, 9), "1", "gzip level for Metronome requests (0 sends plain JSON)."),
     Setting("sandbox", "SANDBOX", _bool, "false", "Deliver to the built-in Metronome sandbox instead of Metronome."),
-    Setting("sandbox_port", "SANDBOX_PORT", _int_range(0, 65535), "8090", "Port of the built-in sandbox."),
+    Setting("sandbox_port", "SANDBOX_PORT", _number_range(int, 0, 65535), "8090", "Port of the built-in sandbox."),
 ]
 
 

@@ -108,7 +108,9 @@ def create_sandbox(tokens=("sandbox-token",), clock=time.time) -> Flask:
                 state.tokens = set(spec["tokens"])
             if "hang_s" in spec:
                 state.hang_s = float(spec["hang_s"])
-                if not state.hang_s:
+                if state.hang_s:
+                    state.release.clear()
+                else:
                     state.release.set()
         return jsonify({"ok": True})
 

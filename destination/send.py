@@ -34,12 +34,8 @@ class Sender:
         try:
             response = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
         except requests.RequestException as exc:
-            return Outcome(None, {}, error=f"network error: {type(exc).__name__}: {_redact(str(exc))}")
+            return Outcome(None, {}, error=f"network error: {type(exc).__name__}: {str(exc)[:300]}")
         return Outcome(response.status_code, dict(response.headers), response.content)
 
     def close(self) -> None:
         self.session.close()
-
-
-def _redact(text: str) -> str:
-    return text[:300]

@@ -29,6 +29,7 @@ def test_worker_help_lists_settings_with_their_environment_variables():
     (["worker"], {}, "METRONOME_API_TOKEN: required"),
     (["worker", "--metronome-base-url", "ftp://x"], {"METRONOME_API_TOKEN": "t"}, "METRONOME_BASE_URL='ftp://x': must be an http(s) URL"),
     (["worker"], {"METRONOME_API_TOKEN": "t", "BATCH_MAX_EVENTS": "500"}, "BATCH_MAX_EVENTS='500': must be between 1 and 100"),
+    (["worker"], {"METRONOME_API_TOKEN": "t", "MAX_REQUEST_BYTES": "5"}, "MAX_REQUEST_BYTES='5': must be between 1024 and 104857600"),
     (["worker"], {"METRONOME_API_TOKEN": "t", "DATABASE_URL": "mysql://x"}, "DATABASE_URL=(hidden): must be a postgres:// or postgresql:// URL"),
     (["serve", "--sandbox", "--mappings-path", "missing.json"], {}, "MAPPINGS_PATH: cannot read missing.json"),
 ])

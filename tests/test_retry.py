@@ -52,7 +52,10 @@ def test_retry_after_ms_wins_over_retry_after():
 
 
 def test_retry_after_http_date():
-    assert retry_after_seconds({"Retry-After": "Fri, 15 Jan 2027 08:00:10 GMT"}, 1799999999.0 + 0) is not None
+    from email.utils import parsedate_to_datetime
+
+    date = "Fri, 15 Jan 2027 08:00:10 GMT"
+    assert retry_after_seconds({"Retry-After": date}, parsedate_to_datetime(date).timestamp() - 10) == 10.0
     assert retry_after_seconds({"Retry-After": "Thu, 01 Jan 1970 00:00:00 GMT"}, NOW) == 0.0
 
 
