@@ -14,4 +14,4 @@ def build_worker(settings, queue, clock=None) -> Worker:
     kwargs = {"clock": clock} if clock else {}
     return Worker(queue, sender, policy=policy, lease_s=settings.lease_seconds, claim_size=settings.claim_size,
                   idle_s=settings.poll_interval_seconds, max_events=settings.batch_max_events,
-                  max_bytes=settings.batch_max_bytes, **kwargs)
+                  max_bytes=settings.batch_max_bytes, log_retention_s=settings.delivery_log_days * 86400, **kwargs)

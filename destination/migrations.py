@@ -1,7 +1,54 @@
-"""Versioned schema migrations, one ordered list per backend, applied once each."""
+"""Versioned schema migrations, one ordered list per backend, applied once each.
+
+Append only: a deployed database has run every step up to its recorded version. `release`
+(and `metronome-destination migrate`) applies them; opening a store applies any still missing,
+so a development machine needs no extra step. On Postgres an advisory lock makes concurrent
+boots of many processes apply each step exactly once.
+"""
 from __future__ import annotations
 
-# Append only: a deployed database has run every step before its recorded version.
+# Tables added after the first release are written once and typed per backend.
+_SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "int": "INTEGER"}
+_POSTGRES_TYPES = {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "blob": "BYTEA", "int": "BIGINT"}
+_DELIVERY_LOG = """
+    CREATE TABLE delivery_log (
+        id {id},
+        transaction_id TEXT NOT NULL,
+        message_id TEXT,
+        customer_id TEXT,
+        outcome TEXT NOT NULL,
+        status INTEGER,
+        answer TEXT NOT NULL,
+        payload {blob} NOT NULL,
+        attempt INTEGER NOT NULL,
+        at_ms {int} NOT NULL
+    );
+    CREATE INDEX delivery_log_transaction ON delivery_log (transaction_id);
+    CREATE INDEX delivery_log_message ON delivery_log (message_id);
+    CREATE INDEX delivery_log_customer ON delivery_log (customer_id, at_ms);
+    CREATE INDEX delivery_log_at ON delivery_log (at_ms);
+"""
+
+# Admin-edited mappings, every version kept; and a small sample of recent events for previews.
+_MAPPINGS_AND_SAMPLES = """
+    CREATE TABLE mapping_versions (
+        id {id},
+        document TEXT NOT NULL,
+        author TEXT NOT NULL,
+        comment TEXT NOT NULL,
+        created_at_ms {int} NOT NULL
+    );
+    CREATE TABLE recent_events (
+        id {id},
+        raw {blob} NOT NULL,
+        source TEXT,
+        received_at_ms {int} NOT NULL
+    );
+    CREATE INDEX dead_letters_time ON dead_letters (dead_lettered_at_ms);
+    ALTER TABLE outbox ADD COLUMN source TEXT;
+    ALTER TABLE dead_letters ADD COLUMN source TEXT
+"""
+
 SQLITE = [
     """
     CREATE TABLE outbox (
@@ -34,16 +81,70 @@ SQLITE = [
     CREATE INDEX dead_letters_code ON dead_letters (code, dead_lettered_at_ms);
     CREATE TABLE sender_state (key TEXT PRIMARY KEY, value TEXT);
     """,
+    """
+    ALTER TABLE outbox ADD COLUMN message_id TEXT;
+    ALTER TABLE outbox ADD COLUMN customer_id TEXT;
+    """ + _DELIVERY_LOG.format(**_SQLITE_TYPES) + """
+
+    """,
+    _MAPPINGS_AND_SAMPLES.format(**_SQLITE_TYPES),
 ]
+
+POSTGRES = [
+    """
+    CREATE TABLE outbox (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        transaction_id TEXT NOT NULL UNIQUE,
+        payload BYTEA NOT NULL,
+        raw BYTEA NOT NULL,
+        mapping_version TEXT NOT NULL,
+        timestamp_ms BIGINT NOT NULL,
+        received_at_ms BIGINT NOT NULL,
+        available_at_ms BIGINT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        last_error TEXT,
+        message_id TEXT,
+        customer_id TEXT
+    );
+    CREATE INDEX outbox_ready ON outbox (available_at_ms, id);
+    CREATE TABLE dead_letters (
+        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        transaction_id TEXT,
+        raw BYTEA NOT NULL,
+        payload BYTEA,
+        code TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        mapping_version TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        received_at_ms BIGINT NOT NULL,
+        dead_lettered_at_ms BIGINT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX dead_letters_code ON dead_letters (code, dead_lettered_at_ms);
+    CREATE TABLE sender_state (key TEXT PRIMARY KEY, value TEXT);
+    """ + _DELIVERY_LOG.format(**_POSTGRES_TYPES) + """
+    """,
+    _MAPPINGS_AND_SAMPLES.format(**_POSTGRES_TYPES),
+]
+
+STEPS = {"sqlite": SQLITE, "postgres": POSTGRES}
+_LOCK_KEY = 0x6D657472  # any constant shared by every process of this service
 
 
 def apply(db, backend: str) -> int:
-    """Run the steps this database has not run yet (inside the caller's transaction)."""
-    steps = {"sqlite": SQLITE}[backend]
+    """Run the steps this database has not run yet (inside the caller's transaction); return how many."""
+    steps = STEPS[backend]
+    if backend == "postgres":
+        db.execute(f"SELECT pg_advisory_xact_lock({_LOCK_KEY})")
     db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY)")
     done = db.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()[0]
     for version, script in enumerate(steps[done:], start=done + 1):
         for statement in filter(str.strip, script.split(";")):
             db.execute(statement)
-        db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+        db.execute(f"INSERT INTO schema_migrations (version) VALUES ({int(version)})")
     return len(steps) - done
+
+
+def latest(backend: str) -> int:
+    return len(STEPS[backend])

@@ -21,6 +21,9 @@ class QueuedEvent:
     raw: bytes
     mapping_version: str
     timestamp_ms: int
+    message_id: str | None = None  # indexed in the delivery log, so an admin can search by it
+    customer_id: str | None = None
+    source: str | None = None  # the write key's or webhook secret's label, for replays and `$source`
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,7 @@ class DeadLetter:
     stage: str  # "receive" (mapping/validation) or "delivery" (Metronome refused it)
     transaction_id: str | None = None
     payload: bytes | None = None
+    source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,16 @@ class ClaimedEvent:
     payload: bytes
     timestamp_ms: int
     attempts: int
+    received_at_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryNote:
+    """What one delivery attempt got from Metronome, for the delivery log."""
+
+    at_ms: int
+    status: int | None
+    answer: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,19 +66,22 @@ class Claim:
 
 
 class Queue(Protocol):
-    def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int) -> int:
-        """Store accepted events and refusals atomically; return how many events were new."""
+    def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int,
+                samples: tuple = (), source: str | None = None) -> int:
+        """Store accepted events, refusals and preview samples atomically; return how many events were new."""
 
     def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
         """Lease up to `limit` ready events to one owner, oldest first."""
 
-    def ack(self, owner: str, ids: list[int]) -> None:
-        """Delivered: remove the events."""
+    def ack(self, owner: str, ids: list[int], note: DeliveryNote | None = None) -> int:
+        """Delivered: remove the events this owner still holds; return how many."""
 
-    def retry_later(self, owner: str, ids: list[int], available_at_ms: int, error: str, count_attempt: bool = True) -> None:
+    def retry_later(self, owner: str, ids: list[int], available_at_ms: int, error: str, count_attempt: bool = True,
+                    note: DeliveryNote | None = None) -> None:
         """Put events back to be claimed again at `available_at_ms`."""
 
-    def dead_letter(self, owner: str, refusals: list[tuple[int, str, str]], now_ms: int) -> None:
+    def dead_letter(self, owner: str, refusals: list[tuple[int, str, str]], now_ms: int,
+                    note: DeliveryNote | None = None) -> None:
         """Move (id, code, reason) events from the outbox to the dead-letter store."""
 
     def depth(self) -> int: ...
@@ -76,6 +93,28 @@ class Queue(Protocol):
 
     def list_dead_letters(self, limit: int = 100) -> list[dict]: ...
 
+    def search_deliveries(self, *, transaction_id: str | None = None, message_id: str | None = None,
+                          customer_id: str | None = None, limit: int = 100) -> list[dict]: ...
+
+    def prune_delivery_log(self, before_ms: int) -> int: ...
+
+    def ping(self) -> None: ...
+
+    def save_mapping_version(self, document: str, author: str, comment: str, now_ms: int) -> int: ...
+
+    def latest_mapping_version(self) -> int | None: ...
+
+    def get_mapping_version(self, version: int) -> dict | None: ...
+
+    def list_mapping_versions(self, limit: int = 100) -> list[dict]: ...
+
+    def recent_events(self, limit: int) -> list[dict]: ...
+
+    def schema_version(self) -> int: ...
+
+    def migrate(self) -> int:
+        """Apply the schema steps this database lacks; return how many ran."""
+
     def get_state(self, key: str) -> str | None: ...
 
     def set_state(self, key: str, value: str | None) -> None: ...
@@ -83,12 +122,15 @@ class Queue(Protocol):
     def close(self) -> None: ...
 
 
-def open_queue(settings) -> Queue:
+def open_queue(settings, migrate: bool = True) -> Queue:
     """The Postgres backend when DATABASE_URL is set, else the embedded SQLite one."""
+    delivery_log = settings.delivery_log_days > 0
     if settings.database_url:
         from .queue_postgres import PostgresQueue
 
-        return PostgresQueue(settings.database_url)
+        return PostgresQueue(settings.database_url, pool_size=settings.database_pool_size, delivery_log=delivery_log,
+                             migrate=migrate)
     from .queue_sqlite import SQLiteQueue
 
-    return SQLiteQueue(settings.sqlite_path, synchronous=settings.sqlite_synchronous)
+    return SQLiteQueue(settings.sqlite_path, synchronous=settings.sqlite_synchronous, delivery_log=delivery_log,
+                       migrate=migrate)

@@ -15,7 +15,8 @@ from collections import Counter, deque
 import orjson
 
 from . import batch as batching
-from .queue import ClaimedEvent, Queue
+from . import metrics
+from .queue import Claim, ClaimedEvent, DeliveryNote, Queue
 from .retry import DeadLetter, Delivered, Halt, RetryLater, RetryPolicy, Split, decide
 from .validate import outside_window, window_reason
 
@@ -23,12 +24,14 @@ log = logging.getLogger("destination.worker")
 
 PAUSED_UNTIL = "paused_until_ms"
 HALT = "halt"
+PRUNE_EVERY_S = 600
 
 
 class Worker:
     def __init__(self, queue: Queue, sender, *, policy: RetryPolicy | None = None, lease_s: float = 60,
                  claim_size: int = 1000, idle_s: float = 0.5, max_events: int = batching.MAX_EVENTS,
-                 max_bytes: int = batching.MAX_BYTES, clock=time.time, rng: random.Random | None = None):
+                 max_bytes: int = batching.MAX_BYTES, log_retention_s: float = 7 * 86400, clock=time.time,
+                 rng: random.Random | None = None):
         self.queue = queue
         self.sender = sender
         self.policy = policy or RetryPolicy()
@@ -39,20 +42,36 @@ class Worker:
         self.max_bytes = max_bytes
         self.clock = clock
         self.rng = rng or random.Random()
+        self.log_retention_ms = int(log_retention_s * 1000)
         self.stats: Counter = Counter()
+        self.current: Claim | None = None  # the claim being worked through, for release at shutdown
+        self._pruned_at = 0.0
 
     def run(self, stop: threading.Event) -> None:
-        """Deliver until `stop` is set; in-flight batches finish or go back to the queue."""
+        """Deliver until `stop` is set; the batch in flight finishes, the rest of the claim goes back."""
         while not stop.is_set():
             try:
-                wait = self.step()
+                self._prune_log()
+                wait = self.step(stop)
             except Exception:  # the database blinked: log, wait, go on; nothing is lost by waiting
                 log.exception("delivery step failed")
                 wait = self.idle_s
             if wait:
                 stop.wait(wait)
 
-    def step(self) -> float:
+    def release_claim(self) -> None:
+        """At shutdown, hand back what this worker still holds when a request outlived the grace period.
+
+        Only rows still leased to this claim's owner move: acked ones are gone, retried ones are
+        no longer ours. Metronome dedups on transaction_id, so if the hung request lands after all,
+        the copy another worker sends is absorbed and nothing is billed twice.
+        """
+        claim = self.current
+        if claim:
+            self.queue.retry_later(claim.owner, [e.id for e in claim.events], self._now_ms(), "released at shutdown",
+                                   count_attempt=False)
+
+    def step(self, stop: threading.Event | None = None) -> float:
         """One round of work; returns how long to wait before the next (0 means go again now)."""
         now_ms = self._now_ms()
         paused_until = int(self.queue.get_state(PAUSED_UNTIL) or 0)
@@ -61,25 +80,33 @@ class Worker:
         claim = self.queue.claim(self.claim_size, self.lease_ms, now_ms)
         if not claim.events:
             return self.idle_s
+        self.current = claim
         fresh = self._set_aside_stale(claim.owner, claim.events, now_ms)
         work = deque(batching.batches(fresh, self.max_events, self.max_bytes))
         while work:
-            if not self._deliver(claim.owner, work.popleft(), work):
+            if (stop and stop.is_set()) or not self._deliver(claim.owner, work.popleft(), work):
                 self._release(claim.owner, [e for b in work for e in b])
                 break
+        self.current = None
         return 0
 
     def _deliver(self, owner: str, events: list[ClaimedEvent], work: deque) -> bool:
         """Send one batch and act on the answer; False means stop sending for now."""
+        ids = [e.id for e in events]
+        started = time.perf_counter()
         outcome = self.sender.send(batching.body(events))
+        metrics.record_response(outcome.status, time.perf_counter() - started)
         self.stats["requests"] += 1
         now_s = self.clock()
+        note = DeliveryNote(int(now_s * 1000), outcome.status, outcome.message)
         attempt = max(e.attempts for e in events)
         action = decide(outcome, len(events), attempt, self.policy, self.rng, now_s)
-        ids = [e.id for e in events]
         if isinstance(action, Delivered):
-            self.queue.ack(owner, ids)
-            self.stats["delivered"] += len(ids)
+            # Count the rows this ack removed: if our lease ran out and another worker sent the same
+            # events too, Metronome's dedup kept one copy and only one ack counts them.
+            acked = self.queue.ack(owner, ids, note)
+            metrics.record_delivered(acked, [e.received_at_ms for e in events], note.at_ms)
+            self.stats["delivered"] += acked
             if self.queue.get_state(HALT):
                 log.info("delivery resumed: Metronome accepted a batch again")
                 self.queue.set_state(HALT, None)
@@ -91,13 +118,15 @@ class Worker:
             self.stats["splits"] += 1
             return True
         if isinstance(action, DeadLetter):
-            self.queue.dead_letter(owner, [(ids[0], action.code, action.reason)], int(now_s * 1000))
+            self.queue.dead_letter(owner, [(ids[0], action.code, action.reason)], note.at_ms, note)
+            metrics.DEAD_LETTERED.labels("delivery", action.code).inc()
             self.stats["dead_lettered"] += 1
             log.warning("dead-lettered %s: %s", events[0].transaction_id, action.reason)
             return True
         if isinstance(action, RetryLater):
             until_ms = int((now_s + action.delay_s) * 1000)
-            self.queue.retry_later(owner, ids, until_ms, action.reason)
+            self.queue.retry_later(owner, ids, until_ms, action.reason, note=note)
+            metrics.RETRIES.labels(str(outcome.status or "network_error")).inc()
             self.stats["retries"] += 1
             self.stats[f"retries_{outcome.status or 'network'}"] += 1
             log.warning("retrying %d events in %.2fs: %s", len(ids), action.delay_s, action.reason)
@@ -106,7 +135,7 @@ class Worker:
                 return False
             return True
         assert isinstance(action, Halt)
-        self._release(owner, events)
+        self.queue.retry_later(owner, ids, self._now_ms(), action.reason, count_attempt=False, note=note)
         self.queue.set_state(HALT, orjson.dumps({"code": action.code, "reason": action.reason, "since_ms": int(now_s * 1000)}).decode())
         self.queue.set_state(PAUSED_UNTIL, str(int((now_s + self.policy.halt_probe_s) * 1000)))
         self.stats["halts"] += 1
@@ -118,6 +147,7 @@ class Worker:
         stale = [e for e in events if outside_window(e.timestamp_ms, now_ms)]
         if stale:
             self.queue.dead_letter(owner, [(e.id, "timestamp_too_old", window_reason(e.timestamp_ms, now_ms)) for e in stale], now_ms)
+            metrics.DEAD_LETTERED.labels("delivery", "timestamp_too_old").inc(len(stale))
             self.stats["dead_lettered"] += len(stale)
             stale_ids = {e.id for e in stale}
             events = [e for e in events if e.id not in stale_ids]
@@ -127,6 +157,13 @@ class Worker:
         """Hand unsent events back at once, without counting an attempt against them."""
         if events:
             self.queue.retry_later(owner, [e.id for e in events], self._now_ms(), "released", count_attempt=False)
+
+    def _prune_log(self) -> None:
+        """Drop delivery-log rows past their retention, every few minutes."""
+        now_s = self.clock()
+        if now_s - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = now_s
+            self.queue.prune_delivery_log(int(now_s * 1000) - self.log_retention_ms)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)

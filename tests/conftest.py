@@ -1,7 +1,10 @@
-"""Shared fixtures: a real sandbox and a real app server on loopback, real SQLite files."""
+"""Shared fixtures: a real sandbox and a real app server on loopback, real SQLite files and,
+when DATABASE_URL is set, real Postgres: every test that stores events runs on both backends."""
 from __future__ import annotations
 
+import os
 import threading
+import uuid
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,6 +13,7 @@ import pytest
 import requests
 from hypothesis import settings as hypothesis_settings
 from werkzeug.serving import make_server
+from urllib.parse import quote
 
 from destination.app import create_app
 from destination.config import load_settings
@@ -27,6 +31,10 @@ WRITE_KEY = "test-write-key"
 TOKEN = "sandbox-token"
 # The SDK captures were made on this day; the clock is anchored here so their timestamps stay
 # inside Metronome's 34-day window however long after that the suite runs.
+# Tests use Postgres when this is set (.ci/run sets it); each test gets a schema of its own.
+POSTGRES_URL = os.environ.get("DATABASE_URL", "")
+BACKENDS = ["sqlite", "postgres"] if POSTGRES_URL else ["sqlite"]
+requires_postgres = pytest.mark.skipif(not POSTGRES_URL, reason="needs DATABASE_URL (real Postgres); .ci/run sets it")
 CAPTURE_NOW = datetime(2026, 11, 22, 13, 43, 10, tzinfo=timezone.utc).timestamp()
 
 
@@ -68,12 +76,51 @@ def sandbox(clock):
     server.stop()
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
 @pytest.fixture
-def settings(tmp_path, sandbox):
+def postgres_schema():
+    """A fresh schema in the test database; yields a DATABASE_URL that uses it, then drops it."""
+    import psycopg
+
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    separator = "&" if "?" in POSTGRES_URL else "?"
+    yield f"{POSTGRES_URL}{separator}options={quote(f'-csearch_path={name}')}"
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+@pytest.fixture
+def store(backend, tmp_path, request):
+    """Where the store lives: `{"database_url": ...}` on Postgres, `{"sqlite_path": ...}` on SQLite."""
+    if backend == "postgres":
+        return {"database_url": request.getfixturevalue("postgres_schema")}
+    return {"sqlite_path": str(tmp_path / "queue.sqlite3")}
+
+
+def store_env(settings) -> dict:
+    """Environment variables that point a subprocess at the same store as `settings`."""
+    if settings.database_url:
+        return {"DATABASE_URL": settings.database_url}
+    return {"SQLITE_PATH": settings.sqlite_path, "DATABASE_URL": ""}
+
+
+def run_sql(queue, sql: str) -> None:
+    with queue._write() as db:
+        db.execute(sql)
+
+
+@pytest.fixture
+def settings(tmp_path, sandbox, store):
     return load_settings(env={}, overrides={
+        **store,
         "metronome_api_token": TOKEN,
         "metronome_base_url": sandbox.url,
-        "sqlite_path": str(tmp_path / "queue.sqlite3"),
         "mappings_path": str(ROOT / "mappings" / "default.json"),
         "write_keys": f"test:{WRITE_KEY}",
         "retry_base_seconds": "0.01",
@@ -109,7 +156,7 @@ class LiveService:
         self.worker = build_worker(settings, queue, clock=clock)
         self.queue = queue
         self.stop_event = threading.Event()
-        self.threads = [threading.Thread(target=self.server.serve_forever, daemon=True),
+        self.threads = [threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True),
                         threading.Thread(target=self.worker.run, args=(self.stop_event,), daemon=True)]
         self.session = requests.Session()
         self.session.auth = (WRITE_KEY, "")

@@ -1,46 +1,68 @@
-"""The durable outbox: survives reopening, leases expire, only the lease owner can ack."""
-from destination.queue import DeadLetter, QueuedEvent
+"""The durable outbox, on SQLite and on Postgres: it survives reopening, leases expire, only the
+lease owner can ack, concurrent claimers never share an event, and every attempt is logged."""
+import threading
+
+import pytest
+
+from destination import migrations
+from destination.queue import DeadLetter, DeliveryNote, QueuedEvent
+from destination.queue_postgres import PostgresQueue
 from destination.queue_sqlite import SQLiteQueue
+from conftest import requires_postgres
 
 
 def events(n, start=0):
-    return [QueuedEvent(f"t{i}", b'{"transaction_id":"t%d"}' % i, b"{}", "v1", 1000) for i in range(start, start + n)]
+    return [QueuedEvent(f"t{i}", b'{"transaction_id":"t%d"}' % i, b"{}", "v1", 1000, f"m{i}", f"c{i % 2}")
+            for i in range(start, start + n)]
 
 
-def test_rows_survive_closing_and_reopening(tmp_path):
-    path = tmp_path / "q.sqlite3"
-    first = SQLiteQueue(path)
+@pytest.fixture
+def open_store(store):
+    opened = []
+
+    def make(**kwargs):
+        queue = (PostgresQueue(store["database_url"], **kwargs) if "database_url" in store
+                 else SQLiteQueue(store["sqlite_path"], **kwargs))
+        opened.append(queue)
+        return queue
+    yield make
+    for queue in opened:
+        queue.close()
+
+
+def test_rows_survive_closing_and_reopening(open_store):
+    first = open_store()
     first.enqueue(events(5), [DeadLetter(b'{"x":1}', "missing_customer_id", "why", "v1", "receive")], now_ms=0)
     first.close()
-    again = SQLiteQueue(path)
+    again = open_store()
     assert again.depth() == 5
     assert again.dead_letter_count() == 1
     assert [e.transaction_id for e in again.claim(10, 1000, now_ms=0).events] == [f"t{i}" for i in range(5)]
 
 
-def test_wal_mode_and_full_sync_are_on(tmp_path):
+def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):
     queue = SQLiteQueue(tmp_path / "q.sqlite3")
     db = queue._db()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
 
 
-def test_claimed_rows_are_invisible_until_the_lease_expires(tmp_path):
-    queue = SQLiteQueue(tmp_path / "q.sqlite3")
+def test_claimed_rows_are_invisible_until_the_lease_expires(open_store):
+    queue = open_store()
     queue.enqueue(events(3), [], now_ms=0)
     first = queue.claim(10, lease_ms=1000, now_ms=0)
     assert len(first.events) == 3
     assert queue.claim(10, 1000, now_ms=999).events == []
     second = queue.claim(10, 1000, now_ms=1000)
     assert [e.transaction_id for e in second.events] == ["t0", "t1", "t2"]
-    queue.ack(first.owner, [e.id for e in first.events])  # the old owner's ack is ignored
+    assert queue.ack(first.owner, [e.id for e in first.events]) == 0  # the old owner's ack is ignored
     assert queue.depth() == 3
-    queue.ack(second.owner, [e.id for e in second.events])
+    assert queue.ack(second.owner, [e.id for e in second.events]) == 3
     assert queue.depth() == 0
 
 
-def test_retry_later_counts_attempts_and_delays(tmp_path):
-    queue = SQLiteQueue(tmp_path / "q.sqlite3")
+def test_retry_later_counts_attempts_and_delays(open_store):
+    queue = open_store()
     queue.enqueue(events(1), [], now_ms=0)
     claim = queue.claim(10, 1000, 0)
     queue.retry_later(claim.owner, [claim.events[0].id], available_at_ms=5000, error="503")
@@ -48,8 +70,8 @@ def test_retry_later_counts_attempts_and_delays(tmp_path):
     assert queue.claim(10, 1000, 5000).events[0].attempts == 1
 
 
-def test_dead_letter_moves_the_row_with_its_reason(tmp_path):
-    queue = SQLiteQueue(tmp_path / "q.sqlite3")
+def test_dead_letter_moves_the_row_with_its_reason(open_store):
+    queue = open_store()
     queue.enqueue(events(2), [], now_ms=0)
     claim = queue.claim(10, 1000, 0)
     queue.dead_letter(claim.owner, [(claim.events[0].id, "metronome_400", "customer_id is required")], now_ms=7)
@@ -57,18 +79,121 @@ def test_dead_letter_moves_the_row_with_its_reason(tmp_path):
     [letter] = queue.list_dead_letters()
     assert (letter["transaction_id"], letter["code"], letter["reason"], letter["stage"]) == (
         "t0", "metronome_400", "customer_id is required", "delivery")
+    assert letter["payload"] == b'{"transaction_id":"t0"}'
 
 
-def test_a_pending_duplicate_transaction_id_is_stored_once(tmp_path):
-    queue = SQLiteQueue(tmp_path / "q.sqlite3")
+def test_a_pending_duplicate_transaction_id_is_stored_once(open_store):
+    queue = open_store()
     assert queue.enqueue(events(2), [], 0) == 2
     assert queue.enqueue(events(3), [], 0) == 1
-    assert queue.depth() == 3
+    assert queue.enqueue(events(1, start=9) * 2, [], 0) == 1  # twice in one request
+    assert queue.depth() == 4
 
 
-def test_shared_state_round_trips(tmp_path):
-    queue = SQLiteQueue(tmp_path / "q.sqlite3")
+def test_shared_state_round_trips(open_store):
+    queue = open_store()
     queue.set_state("paused_until_ms", "123")
     assert queue.get_state("paused_until_ms") == "123"
     queue.set_state("paused_until_ms", None)
     assert queue.get_state("paused_until_ms") is None
+
+
+def test_concurrent_claimers_never_share_an_event(open_store):
+    """Six claimers on separate connections race for 600 events: each event goes to exactly one."""
+    queue = open_store()
+    queue.enqueue(events(600), [], now_ms=0)
+    taken: list[list[str]] = [[] for _ in range(6)]
+    start = threading.Barrier(6)
+
+    first_claims = [0] * 6
+
+    def claimer(slot):
+        start.wait()  # all six claim at the same instant once, then all drain together
+        first = queue.claim(25, lease_ms=60_000, now_ms=0).events
+        first_claims[slot] = len(first)
+        taken[slot].extend(e.transaction_id for e in first)
+        start.wait()
+        while claim := queue.claim(25, lease_ms=60_000, now_ms=0).events:
+            taken[slot].extend(e.transaction_id for e in claim)
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    everything = [tid for slot in taken for tid in slot]
+    assert sorted(everything) == sorted(f"t{i}" for i in range(600))  # all claimed, none twice
+    assert first_claims == [25] * 6  # the simultaneous first claims were all served, none blocked out
+
+
+def test_every_attempt_is_logged_and_searchable(open_store):
+    queue = open_store()
+    queue.enqueue(events(2), [], now_ms=0)
+    claim = queue.claim(10, 1000, 0)
+    ids = [e.id for e in claim.events]
+    queue.retry_later(claim.owner, ids, 0, "HTTP 500", note=DeliveryNote(10, 500, "upstream broke"))
+    claim = queue.claim(10, 1000, 0)
+    queue.ack(claim.owner, ids, DeliveryNote(20, 200, "HTTP 200"))
+    attempts = queue.search_deliveries(message_id="m1")
+    assert [(a["outcome"], a["status"], a["answer"], a["attempt"], a["at_ms"]) for a in attempts] == [
+        ("delivered", 200, "HTTP 200", 2, 20), ("retry", 500, "upstream broke", 1, 10)]
+    assert attempts[0]["payload"] == b'{"transaction_id":"t1"}' and attempts[0]["transaction_id"] == "t1"
+    assert {a["transaction_id"] for a in queue.search_deliveries(customer_id="c0")} == {"t0"}
+    assert len(queue.search_deliveries(transaction_id="t0")) == 2
+    assert queue.prune_delivery_log(before_ms=15) == 2  # the two retries
+    assert [a["outcome"] for a in queue.search_deliveries()] == ["delivered", "delivered"]
+
+
+def test_the_delivery_log_can_be_turned_off(open_store):
+    queue = open_store(delivery_log=False)
+    queue.enqueue(events(1), [], now_ms=0)
+    claim = queue.claim(10, 1000, 0)
+    queue.ack(claim.owner, [claim.events[0].id], DeliveryNote(1, 200, ""))
+    assert queue.search_deliveries() == [] and queue.depth() == 0
+
+
+def test_migrations_are_versioned_and_applied_once(open_store, backend):
+    first = open_store(migrate=False)
+    assert first.migrate() == migrations.latest(backend)  # a new store runs every step
+    assert open_store().migrate() == 0  # and never again
+    assert first.schema_version() == migrations.latest(backend)
+
+
+def test_a_database_at_version_1_is_upgraded_in_place(tmp_path):
+    """A store created by the first release keeps its rows and gains the delivery log."""
+    import sqlite3
+
+    path = tmp_path / "v1.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+    for statement in filter(str.strip, migrations.SQLITE[0].split(";")):
+        db.execute(statement)
+    db.execute("INSERT INTO schema_migrations VALUES (1)")
+    db.execute("INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms,"
+               " available_at_ms) VALUES ('old', x'7b7d', x'7b7d', 'v1', 1, 1, 1)")
+    db.close()
+    queue = SQLiteQueue(path)
+    assert queue.schema_version() == migrations.latest("sqlite")
+    assert [e.transaction_id for e in queue.claim(10, 1000, 5).events] == ["old"]
+
+
+@requires_postgres
+def test_postgres_migrations_from_many_processes_at_once_apply_once(postgres_schema):
+    """Every web and worker process migrates at boot; the advisory lock makes that safe."""
+    errors, queues = [], []
+
+    def boot():
+        try:
+            queues.append(PostgresQueue(postgres_schema, pool_size=1))
+        except Exception as exc:  # any failure is the finding
+            errors.append(exc)
+
+    threads = [threading.Thread(target=boot) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert {q.schema_version() for q in queues} == {migrations.latest("postgres")}
+    for queue in queues:
+        queue.close()

@@ -8,7 +8,7 @@ import time
 import requests
 
 from destination.worker import halt_state
-from conftest import ROOT, TOKEN, track, wait_until
+from conftest import ROOT, TOKEN, store_env, track, wait_until
 
 
 def cue(sandbox, **faults):
@@ -89,10 +89,9 @@ def test_events_past_the_window_before_delivery_are_dead_lettered(app, queue, se
 
 
 def _worker_process(settings, sandbox, log_path):
-    env = {**os.environ, "SQLITE_PATH": settings.sqlite_path, "METRONOME_BASE_URL": sandbox.url,
+    env = {**os.environ, **store_env(settings), "METRONOME_BASE_URL": sandbox.url,
            "METRONOME_API_TOKEN": TOKEN, "LEASE_SECONDS": "1", "POLL_INTERVAL_SECONDS": "0.05",
            "MAPPINGS_PATH": settings.mappings_path}
-    env.pop("DATABASE_URL", None)
     with open(log_path, "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "destination", "worker"], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)

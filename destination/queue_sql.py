@@ -1,0 +1,233 @@
+"""The outbox in SQL, written once for both backends.
+
+SQLite and Postgres differ only in how a connection is had, how a list of ids is passed, how a
+claim locks, and how a batch of rows is inserted; subclasses supply those four things. Every
+statement here uses `?` placeholders.
+"""
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from contextlib import AbstractContextManager
+
+from .queue import Claim, ClaimedEvent, DeadLetter, DeliveryNote, QueuedEvent
+
+DEAD_LETTER_COLUMNS = (
+    "transaction_id, raw, payload, code, reason, mapping_version, stage, received_at_ms, dead_lettered_at_ms, attempts,"
+    " source"
+)
+_LOG_COLUMNS = "transaction_id, message_id, customer_id, outcome, status, answer, payload, attempt, at_ms"
+MAX_ERROR = 1000
+RECENT_EVENTS_KEPT = 200
+MAX_ANSWER = 2000
+
+
+class SQLQueue:
+    backend = "sql"
+    ids_sql = ""  # how `id` is matched against one list parameter
+    claim_lock = ""  # appended to the claim's inner SELECT
+
+    def __init__(self, delivery_log: bool = True):
+        self.delivery_log = delivery_log
+
+    # -- supplied by each backend ------------------------------------------------------------
+    def _write(self) -> AbstractContextManager:
+        """A transaction that commits on success; yields an object with `execute`/`executemany`."""
+        raise NotImplementedError
+
+    def _read(self) -> AbstractContextManager:
+        raise NotImplementedError
+
+    def _ids(self, ids: list[int]):
+        raise NotImplementedError
+
+    def _insert_events(self, db, rows: list[tuple]) -> int:
+        """Insert outbox rows, skipping transaction_ids already queued; return how many were new."""
+        raise NotImplementedError
+
+    # -- the Queue protocol ------------------------------------------------------------------
+    def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int,
+                samples: tuple = (), source: str | None = None) -> int:
+        rows = _outbox_rows(events, now_ms)
+        with self._write() as db:
+            inserted = self._insert_events(db, rows) if rows else 0
+            if dead_letters:
+                db.executemany(
+                    f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                    [(d.transaction_id, d.raw, d.payload, d.code, d.reason, d.mapping_version, d.stage, now_ms, now_ms,
+                      d.source) for d in dead_letters],
+                )
+            if samples:  # a few raw events per request, so an admin can preview mappings on real traffic
+                db.executemany("INSERT INTO recent_events (raw, source, received_at_ms) VALUES (?, ?, ?)",
+                               [(raw, source, now_ms) for raw in samples])
+                db.execute("DELETE FROM recent_events WHERE id <= (SELECT max(id) FROM recent_events) - ?",
+                           (RECENT_EVENTS_KEPT,))
+        return inserted
+
+    def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
+        owner = uuid.uuid4().hex
+        with self._write() as db:
+            rows = db.execute(
+                "UPDATE outbox SET available_at_ms = ?, lease_owner = ? WHERE id IN ("
+                " SELECT id FROM outbox WHERE available_at_ms <= ? ORDER BY available_at_ms, id LIMIT ?"
+                f"{self.claim_lock}) RETURNING id, transaction_id, payload, timestamp_ms, attempts, received_at_ms",
+                (now_ms + lease_ms, owner, now_ms, limit),
+            ).fetchall()
+        rows.sort()
+        return Claim(owner, [ClaimedEvent(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows])
+
+    def ack(self, owner: str, ids: list[int], note: DeliveryNote | None = None) -> int:
+        with self._write() as db:
+            self._log(db, owner, ids, "delivered", note)
+            return db.execute(f"DELETE FROM outbox WHERE lease_owner = ? AND id {self.ids_sql}",
+                              (owner, self._ids(ids))).rowcount
+
+    def retry_later(self, owner, ids, available_at_ms, error, count_attempt=True, note=None) -> None:
+        with self._write() as db:
+            self._log(db, owner, ids, "retry", note)
+            db.execute(
+                "UPDATE outbox SET available_at_ms = ?, lease_owner = NULL, last_error = ?, attempts = attempts + ?"
+                f" WHERE lease_owner = ? AND id {self.ids_sql}",
+                (available_at_ms, error[:MAX_ERROR], 1 if count_attempt else 0, owner, self._ids(ids)),
+            )
+
+    def dead_letter(self, owner, refusals, now_ms, note=None) -> None:
+        with self._write() as db:
+            for event_id, code, reason in refusals:
+                self._log(db, owner, [event_id], "dead_lettered", note and dataclasses.replace(note, answer=reason))
+                moved = db.execute(
+                    f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS})"
+                    " SELECT transaction_id, raw, payload, ?, ?, mapping_version, 'delivery', received_at_ms, ?, attempts + 1,"
+                    " source FROM outbox WHERE id = ? AND lease_owner = ?",
+                    (code, reason[:MAX_ANSWER], now_ms, event_id, owner),
+                ).rowcount
+                if moved:
+                    db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+
+    def _log(self, db, owner: str, ids: list[int], outcome: str, note: DeliveryNote | None) -> None:
+        """Record one delivery attempt per event, copied from the outbox row in the same transaction."""
+        if note is None or not self.delivery_log:
+            return
+        db.execute(
+            f"INSERT INTO delivery_log ({_LOG_COLUMNS}) SELECT transaction_id, message_id, customer_id, ?, ?, ?,"
+            f" payload, attempts + 1, ? FROM outbox WHERE lease_owner = ? AND id {self.ids_sql}",
+            (outcome, note.status, note.answer[:MAX_ANSWER], note.at_ms, owner, self._ids(ids)),
+        )
+
+    def depth(self) -> int:
+        return self._scalar("SELECT count(*) FROM outbox")
+
+    def oldest_pending_ms(self) -> int | None:
+        return self._scalar("SELECT received_at_ms FROM outbox ORDER BY id LIMIT 1")
+
+    def dead_letter_count(self) -> int:
+        return self._scalar("SELECT count(*) FROM dead_letters")
+
+    def list_dead_letters(self, limit: int = 100) -> list[dict]:
+        return self.find_dead_letters(limit=limit)
+
+    def find_dead_letters(self, *, code=None, stage=None, since_ms=None, until_ms=None, after_id=0, limit=100) -> list[dict]:
+        """Dead letters matching every given filter, oldest first, from `after_id` on (for paging)."""
+        clause, params = _dead_letter_filter(code, stage, since_ms, until_ms, after_id)
+        return self._dicts(f"SELECT id, {DEAD_LETTER_COLUMNS} FROM dead_letters{clause} ORDER BY id LIMIT ?",
+                           (*params, limit))
+
+    def get_dead_letter(self, letter_id: int) -> dict | None:
+        found = self._dicts(f"SELECT id, {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?", (letter_id,))
+        return found[0] if found else None
+
+    def delete_dead_letters(self, ids: list[int]) -> int:
+        with self._write() as db:
+            return db.execute(f"DELETE FROM dead_letters WHERE id {self.ids_sql}", (self._ids(ids),)).rowcount
+
+    def resolve_dead_letters(self, events: list[QueuedEvent], resolved: list[int],
+                             refused: list[tuple[int, str, str, str]], now_ms: int) -> int:
+        """A replay, in one transaction: queue the re-mapped events, remove the dead letters they
+        came from, and record why the others are still refused (id, code, reason, mapping version)."""
+        rows = _outbox_rows(events, now_ms)
+        with self._write() as db:
+            inserted = self._insert_events(db, rows) if rows else 0
+            if resolved:
+                db.execute(f"DELETE FROM dead_letters WHERE id {self.ids_sql}", (self._ids(resolved),))
+            if refused:
+                db.executemany("UPDATE dead_letters SET code = ?, reason = ?, mapping_version = ?, dead_lettered_at_ms = ?,"
+                               " attempts = attempts + 1 WHERE id = ?",
+                               [(code, reason[:MAX_ANSWER], version, now_ms, letter_id) for letter_id, code, reason, version in refused])
+        return inserted
+
+    def search_deliveries(self, *, transaction_id=None, message_id=None, customer_id=None, limit=100) -> list[dict]:
+        """Delivery attempts for one transaction_id, messageId or customer, newest first."""
+        clause, params = _where([("transaction_id", "=", transaction_id), ("message_id", "=", message_id),
+                                 ("customer_id", "=", customer_id)])
+        return self._dicts(f"SELECT id, {_LOG_COLUMNS} FROM delivery_log{clause} ORDER BY id DESC LIMIT ?",
+                           (*params, limit))
+
+    def prune_delivery_log(self, before_ms: int) -> int:
+        with self._write() as db:
+            return db.execute("DELETE FROM delivery_log WHERE at_ms < ?", (before_ms,)).rowcount
+
+    # -- mapping versions: every save is a new row; the newest row is the live mapping -----------
+    def save_mapping_version(self, document: str, author: str, comment: str, now_ms: int) -> int:
+        with self._write() as db:
+            return db.execute("INSERT INTO mapping_versions (document, author, comment, created_at_ms)"
+                              " VALUES (?, ?, ?, ?) RETURNING id", (document, author, comment, now_ms)).fetchone()[0]
+
+    def latest_mapping_version(self) -> int | None:
+        return self._scalar("SELECT max(id) FROM mapping_versions")
+
+    def get_mapping_version(self, version: int) -> dict | None:
+        rows = self._dicts("SELECT id, document, author, comment, created_at_ms FROM mapping_versions WHERE id = ?", (version,))
+        return rows[0] if rows else None
+
+    def list_mapping_versions(self, limit: int = 100) -> list[dict]:
+        return self._dicts("SELECT id, author, comment, created_at_ms FROM mapping_versions ORDER BY id DESC LIMIT ?", (limit,))
+
+    # -- a sample of recent events, for previews ---------------------------------------------------
+    def recent_events(self, limit: int) -> list[dict]:
+        return self._dicts("SELECT id, raw, source, received_at_ms FROM recent_events ORDER BY id DESC LIMIT ?", (limit,))
+
+    def get_state(self, key: str) -> str | None:
+        return self._scalar("SELECT value FROM sender_state WHERE key = ?", (key,))
+
+    def set_state(self, key: str, value: str | None) -> None:
+        with self._write() as db:
+            db.execute("INSERT INTO sender_state (key, value) VALUES (?, ?)"
+                       " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+
+    def ping(self) -> None:
+        """Raise if the database cannot answer a query."""
+        self._scalar("SELECT 1")
+
+    def schema_version(self) -> int:
+        return self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _scalar(self, sql: str, params: tuple = ()):
+        with self._read() as db:
+            row = db.execute(sql, params).fetchone()
+        return row[0] if row else None
+
+    def _dicts(self, sql: str, params: tuple = ()) -> list[dict]:
+        with self._read() as db:
+            cursor = db.execute(sql, params)
+            names = [c[0] for c in cursor.description]
+            return [{name: bytes(v) if isinstance(v, memoryview) else v for name, v in zip(names, row)}
+                    for row in cursor.fetchall()]
+
+
+def _outbox_rows(events: list[QueuedEvent], now_ms: int) -> list[tuple]:
+    """Column values in the order both backends' `_insert_events` expect."""
+    return [(e.transaction_id, e.payload, e.raw, e.mapping_version, e.timestamp_ms, now_ms, now_ms,
+             e.message_id, e.customer_id, e.source) for e in events]
+
+
+def _where(conditions: list[tuple[str, str, object]]) -> tuple[str, list]:
+    """` WHERE a = ? AND b >= ?` from (column, operator, value) triples whose value is given."""
+    used = [(column, operator, value) for column, operator, value in conditions if value is not None]
+    clause = " WHERE " + " AND ".join(f"{column} {operator} ?" for column, operator, _ in used) if used else ""
+    return clause, [value for _, _, value in used]
+
+
+def _dead_letter_filter(code, stage, since_ms, until_ms, after_id=0) -> tuple[str, list]:
+    return _where([("code", "=", code), ("stage", "=", stage), ("dead_lettered_at_ms", ">=", since_ms),
+                   ("dead_lettered_at_ms", "<", until_ms), ("id", ">", after_id or None)])
