@@ -1,8 +1,10 @@
-"""`metronome-destination serve | worker | sandbox`: settings from the environment, `--flag` overrides."""
+"""`metronome-destination serve | worker | migrate | check | sandbox`: settings from the environment,
+`--flag` overrides. Exit codes: 0 ok, 1 a check failed, 2 bad settings or mappings."""
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -21,58 +23,76 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from .startup import ensure_metrics_dir
+
+    ensure_metrics_dir()
     try:
         return args.run(args)
     except ConfigError as exc:
-        print(f"metronome-destination: {exc}", file=sys.stderr)
+        from .logs import redact
+
+        print(f"metronome-destination: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metronome-destination", description="A CDP destination for Metronome usage billing.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    serve = commands.add_parser("serve", help="Receive events over HTTP and deliver them in-process.",
-                                description="Receive CDP events over HTTP (gunicorn) and run the delivery worker in each web process.")
-    serve.add_argument("--web-concurrency", type=int, default=None, metavar="N", help="gunicorn worker processes (env WEB_CONCURRENCY; default 1).")
-    config.add_flags(serve)
-    serve.set_defaults(run=_serve)
-    worker = commands.add_parser("worker", help="Run only the delivery worker.",
-                                 description="Claim queued usage events and deliver them to Metronome until SIGTERM.")
-    config.add_flags(worker)
-    worker.set_defaults(run=_worker)
-    sandbox = commands.add_parser("sandbox", help="Run a local Metronome-compatible /v1/ingest.",
-                                  description="A local Metronome /v1/ingest with read-back at /sandbox/events and /sandbox/totals.")
+
+    def command(name: str, run, help_text: str, description: str, settings: bool = True):
+        sub = commands.add_parser(name, help=help_text, description=description)
+        if settings:
+            config.add_flags(sub)
+        sub.set_defaults(run=run)
+        return sub
+
+    command("serve", _serve, "Receive events over HTTP and deliver them in-process.",
+            "Receive CDP events over HTTP (gunicorn) and run a delivery thread in each web process.")
+    command("worker", _worker, "Run only the delivery worker.",
+            "Claim queued usage events and deliver them to Metronome until SIGTERM.")
+    command("migrate", _migrate, "Apply database migrations (the Procfile's release step).",
+            "Check settings and mappings, then bring the database schema up to date.")
+    check = command("check", _check, "Check settings, mappings, the database and the Metronome token.",
+                    "Exit 0 when everything works; otherwise print each problem and exit 1 (2 for bad settings).")
+    check.add_argument("--skip-token", action="store_true", help="Do not call Metronome (offline checks only).")
+    sandbox = command("sandbox", _sandbox, "Run a local Metronome-compatible /v1/ingest.",
+                      "A local Metronome /v1/ingest with read-back at /sandbox/events and /sandbox/totals.", settings=False)
     sandbox.add_argument("--host", default="127.0.0.1", help="Listen address (default 127.0.0.1).")
     sandbox.add_argument("--port", type=int, default=8090, help="Listen port (default 8090).")
     sandbox.add_argument("--token", action="append", default=None, help=f"Accepted bearer token (repeatable; default {SANDBOX_TOKEN}).")
-    sandbox.set_defaults(run=_sandbox)
     return parser
 
 
-def _settings(args) -> config.Settings:
+def _settings(args, role: str, **forced) -> config.Settings:
+    from .startup import prepare
+
     names = {s.name for s in config.SETTINGS}
-    return config.load_settings(overrides={k: v for k, v in vars(args).items() if k in names})
+    overrides = {k: v for k, v in vars(args).items() if k in names}
+    overrides.update(forced)
+    settings = config.load_settings(overrides=overrides)
+    prepare(settings, role)
+    return settings
 
 
 def _serve(args) -> int:
-    import os
+    from .startup import use_metrics_dir
 
-    from .serve import run_gunicorn
+    use_metrics_dir()  # before prometheus_client is imported: gunicorn's processes share counters
+    from .mapping import load_mapping_set
+    from .serve import Server
 
-    settings = _settings(args)
+    settings = _settings(args, "web", deliver_in_web="true")
     sandbox = None
     if settings.sandbox:
         settings, sandbox = _start_sandbox(settings)
-    from .mapping import load_mapping_set
-
     load_mapping_set(settings.mappings_path)  # refuse to start on an invalid mapping, before forking
-    workers = args.web_concurrency or int(os.environ.get("WEB_CONCURRENCY", "1"))
     log.info("receiving on http://%s:%s/v1/events, delivering to %s", settings.host, settings.port, settings.metronome_base_url)
+    master = os.getpid()
     try:
-        run_gunicorn(settings, workers=workers, with_delivery=True)
+        Server(settings).run()
     finally:
-        if sandbox:
+        # gunicorn's forked workers leave run() through here too; only the master owns the sandbox.
+        if sandbox and os.getpid() == master:
             sandbox.stop()
     return 0
 
@@ -94,8 +114,9 @@ def _start_sandbox(settings):
 def _worker(args) -> int:
     from .delivery import build_worker
     from .queue import open_queue
+    from .serve import stop_delivery
 
-    settings = _settings(args)
+    settings = _settings(args, "worker")
     sandbox = None
     if settings.sandbox:
         settings, sandbox = _start_sandbox(settings)
@@ -104,18 +125,56 @@ def _worker(args) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    thread = threading.Thread(target=worker.run, args=(stop,), name="delivery", daemon=True)
+    thread.start()
     log.info("delivery worker started, delivering to %s", settings.metronome_base_url)
-    worker.run(stop)
+    while not stop.wait(1):  # the main thread only waits for SIGTERM/SIGINT
+        pass
+    finished = stop_delivery(worker, stop, thread, settings.shutdown_grace_seconds)
     queue.close()
     if sandbox:
         sandbox.stop()
-    log.info("delivery worker stopped: %s", dict(worker.stats))
+    log.info("delivery worker stopped", extra={"fields": {"stats": dict(worker.stats), "finished_in_grace": finished}})
     return 0
 
 
+def _migrate(args) -> int:
+    from .mapping import load_mapping_set
+    from .mapping_store import MappingStore
+    from .queue import open_queue
+
+    settings = _settings(args, "release")
+    load_mapping_set(settings.mappings_path)  # a release with a broken mapping file must fail
+    queue = open_queue(settings, migrate=False)
+    try:
+        applied = queue.migrate()
+        version = queue.schema_version()
+        MappingStore(queue, settings.mappings_path).seed()  # a new database starts from the shipped mappings
+        live = queue.latest_mapping_version()
+    finally:
+        queue.close()
+    print(f"database schema at version {version} ({applied} step(s) applied); live mappings v{live}")
+    return 0
+
+
+def _check(args) -> int:
+    from .check import run_checks
+    from .logs import redact
+
+    settings = _settings(args, "check")
+    results = run_checks(settings, token=not args.skip_token)
+    for result in results:
+        print(redact(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.detail}"))
+    failed = [r.name for r in results if not r.ok]
+    print(f"{len(results) - len(failed)} of {len(results)} checks passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
 def _sandbox(args) -> int:
+    from .logs import configure
     from .sandbox import SandboxServer
 
+    configure()
     server = SandboxServer(args.host, args.port, tokens=tuple(args.token or (SANDBOX_TOKEN,)))
     log.info("Metronome sandbox on %s/v1/ingest (tokens: %d)", server.url, len(server.state.tokens))
     try:

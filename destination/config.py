@@ -56,8 +56,8 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-def _write_keys(text: str) -> dict:
-    """`label:key,label2:key2` -> {key: label}; a bare key gets the label 'default'."""
+def _labelled_secrets(text: str) -> dict:
+    """`label:secret,label2:secret2` -> {secret: label}; a bare secret gets the label 'default'."""
     keys = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         label, _, key = item.rpartition(":")
@@ -81,13 +81,16 @@ SETTINGS = [
     Setting("metronome_api_token", "METRONOME_API_TOKEN", str, None, "Metronome API token (required unless --sandbox).", secret=True),
     Setting("metronome_base_url", "METRONOME_BASE_URL", _http_url, "https://api.metronome.com", "Metronome API base URL."),
     Setting("database_url", "DATABASE_URL", _postgres_url, "", "Postgres URL; when set it replaces SQLite so processes can share one queue.", secret=True),
+    Setting("database_pool_size", "DATABASE_POOL_SIZE", _number_range(int, 1, 200), "10", "Postgres connections per process (web threads + delivery)."),
     Setting("sqlite_path", "SQLITE_PATH", str, "data/destination.sqlite3", "SQLite database file (the embedded default store)."),
     Setting("sqlite_synchronous", "SQLITE_SYNCHRONOUS", _choice("FULL", "NORMAL"), "FULL", "FULL fsyncs every commit (survives power loss); NORMAL survives process crashes only."),
     Setting("mappings_path", "MAPPINGS_PATH", str, "mappings/default.json", "Mapping file to load."),
-    Setting("host", "HOST", str, "127.0.0.1", "Address `serve` listens on."),
-    Setting("port", "PORT", _number_range(int, 1, 65535), "8080", "Port `serve` listens on."),
-    Setting("write_keys", "WRITE_KEYS", _write_keys, "", "Accepted write keys as label:key, comma-separated.", secret=True),
-    Setting("allow_unauthenticated", "ALLOW_UNAUTHENTICATED", _bool, "false", "Accept events without a write key. Off by default."),
+    Setting("host", "HOST", str, "127.0.0.1", "Address the web server listens on (the Procfile sets 0.0.0.0)."),
+    Setting("port", "PORT", _number_range(int, 1, 65535), "8080", "Port the web server listens on (set by the platform)."),
+    Setting("write_keys", "WRITE_KEYS", _labelled_secrets, "", "Accepted write keys as label:key, comma-separated.", secret=True),
+    Setting("webhook_secrets", "WEBHOOK_SECRETS", _labelled_secrets, "", "Secrets for /v1/webhook as label:secret, comma-separated: the X-Signature HMAC key, or the static header's value. Several allow rotation.", secret=True),
+    Setting("webhook_secret_header", "WEBHOOK_SECRET_HEADER", str, "X-Webhook-Secret", "Header a sender that cannot sign (RudderStack, Jitsu) puts one of WEBHOOK_SECRETS in."),
+    Setting("allow_unauthenticated", "ALLOW_UNAUTHENTICATED", _bool, "false", "Accept events with no write key or webhook secret at all (only for a private network). Off by default."),
     Setting("max_request_bytes", "MAX_REQUEST_BYTES", _number_range(int, 1024, 100 * 2**20), str(500 * 1024), "Largest request body, after gunzip."),
     Setting("max_event_bytes", "MAX_EVENT_BYTES", _number_range(int, 256, 10 * 2**20), str(32 * 1024), "Largest single event."),
     Setting("max_batch_events", "MAX_BATCH_EVENTS", _number_range(int, 1, 100_000), "2500", "Most events in one request."),
@@ -102,6 +105,16 @@ SETTINGS = [
     Setting("connect_timeout_seconds", "CONNECT_TIMEOUT_SECONDS", _number_range(float, 0.1, 120), "5", "Metronome connect timeout."),
     Setting("read_timeout_seconds", "READ_TIMEOUT_SECONDS", _number_range(float, 0.1, 600), "30", "Metronome read timeout."),
     Setting("gzip_level", "GZIP_LEVEL", _number_range(int, 0, 9), "1", "gzip level for Metronome requests (0 sends plain JSON)."),
+    Setting("delivery_log_days", "DELIVERY_LOG_DAYS", _number_range(float, 0, 3650), "7", "Keep each delivery attempt (payload and Metronome's answer) this many days; 0 keeps none."),
+    Setting("admin_tokens", "ADMIN_TOKENS", _labelled_secrets, "", "Bearer tokens for /admin as label:token, comma-separated (several allow rotation).", secret=True),
+    Setting("ready_max_pending_age_seconds", "READY_MAX_PENDING_AGE_SECONDS", _number_range(float, 1, 30 * 86400), "900", "/readyz fails when the oldest queued event is older than this (delivery stalled)."),
+    Setting("web_concurrency", "WEB_CONCURRENCY", _number_range(int, 1, 64), "2", "gunicorn worker processes."),
+    Setting("web_threads", "WEB_THREADS", _number_range(int, 1, 256), "8", "Threads per gunicorn worker."),
+    Setting("web_timeout", "WEB_TIMEOUT", _number_range(int, 5, 600), "30", "gunicorn worker timeout in seconds."),
+    Setting("deliver_in_web", "DELIVER_IN_WEB", _bool, "false", "Also run a delivery thread in every web process (`serve` turns this on)."),
+    Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", _number_range(float, 0, 120), "20", "On SIGTERM, how long an in-flight batch may finish before it is released."),
+    Setting("log_format", "LOG_FORMAT", _choice("JSON", "TEXT"), "JSON", "JSON lines (with request ids) or plain text."),
+    Setting("log_level", "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Lowest level logged."),
     Setting("sandbox", "SANDBOX", _bool, "false", "Deliver to the built-in Metronome sandbox instead of Metronome."),
     Setting("sandbox_port", "SANDBOX_PORT", _number_range(int, 0, 65535), "8090", "Port of the built-in sandbox."),
 ]
@@ -156,3 +169,12 @@ def load_settings(env: dict | None = None, overrides: dict | None = None) -> Set
     if problems:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
     return Settings(values)
+
+
+def markdown_table() -> str:
+    """The README's settings table, generated so it cannot drift from the code."""
+    rows = ["| Variable | Flag | Default | Meaning |", "|---|---|---|---|"]
+    for setting in SETTINGS:
+        flag = "--" + setting.name.replace("_", "-")
+        rows.append(f"| `{setting.env}` | `{flag}` | `{setting.default or '(none)'}` | {setting.help} |")
+    return "\n".join(rows)

@@ -182,7 +182,9 @@ class SandboxServer:
         self.app = create_sandbox(tokens, clock)
         self.server = make_server(host, port, self.app, threaded=True)
         self.url = f"http://{host}:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="sandbox", daemon=True)
+        # A short poll interval lets stop() return at once instead of after the default half second.
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                       name="sandbox", daemon=True)
 
     @property
     def state(self) -> SandboxState:

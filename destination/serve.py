@@ -1,59 +1,105 @@
-"""Run the app under gunicorn, optionally with a delivery thread in every web process."""
+"""gunicorn, configured once from settings: used by `gunicorn -c python:destination.gunicorn_config`
+(the Procfile's web line) and by `metronome-destination serve`.
+
+Hooks: every web process may run a delivery thread (DELIVER_IN_WEB, which `serve` turns on);
+on SIGTERM it stops claiming, lets the batch in flight finish within the grace period and hands
+back what it could not send.
+"""
 from __future__ import annotations
 
+import logging
 import threading
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
+log = logging.getLogger("destination.serve")
+GRACEFUL_TIMEOUT_S = 25  # Heroku-style platforms SIGKILL 30 s after SIGTERM
 
-class _Gunicorn(BaseApplication):
-    def __init__(self, settings, options: dict, with_delivery: bool):
+
+class JsonLogs(glogging.Logger):
+    """gunicorn's own messages go through our redacting JSON handler like every other line."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        for logger in (self.error_log, self.access_log):
+            logger.handlers[:] = []
+            logger.propagate = True
+
+
+def gunicorn_options(settings) -> dict:
+    return {
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": settings.web_concurrency,
+        "worker_class": "gthread",
+        "threads": settings.web_threads,
+        "timeout": settings.web_timeout,
+        "graceful_timeout": GRACEFUL_TIMEOUT_S,
+        "keepalive": 5,
+        "accesslog": None,  # the app writes one JSON access line per request, with its request id
+        "logger_class": JsonLogs,
+        "post_worker_init": post_worker_init,
+        "worker_exit": worker_exit,
+        "child_exit": child_exit,
+    }
+
+
+def post_worker_init(worker) -> None:
+    runtime = worker.wsgi.extensions["destination"]
+    if not runtime.settings.deliver_in_web:
+        return
+    from .delivery import build_worker
+
+    delivery = build_worker(runtime.settings, runtime.queue)
+    stop = threading.Event()
+    thread = threading.Thread(target=delivery.run, args=(stop,), name="delivery", daemon=True)
+    thread.start()
+    worker._delivery = (delivery, stop, thread)
+
+
+def worker_exit(server, worker) -> None:
+    delivery, stop, thread = getattr(worker, "_delivery", (None, None, None))
+    if delivery:
+        stop_delivery(delivery, stop, thread, delivery_grace(worker))
+
+
+def child_exit(server, worker) -> None:
+    from . import metrics
+
+    metrics.mark_process_dead(worker.pid)
+
+
+def delivery_grace(worker) -> float:
+    return worker.wsgi.extensions["destination"].settings.shutdown_grace_seconds
+
+
+def stop_delivery(delivery, stop: threading.Event, thread: threading.Thread, grace_s: float) -> bool:
+    """Stop claiming; wait up to `grace_s` for the batch in flight; hand it back if it is still out.
+
+    Returns True when the delivery thread finished by itself.
+    """
+    stop.set()
+    thread.join(grace_s)
+    if thread.is_alive():
+        log.warning("a Metronome request outlived the %.0fs shutdown grace; its batch goes back to the queue", grace_s)
+        delivery.release_claim()
+        return False
+    return True
+
+
+class Server(BaseApplication):
+    """gunicorn from code, for `metronome-destination serve`."""
+
+    def __init__(self, settings):
         self.settings = settings
-        self.options = options
-        self.with_delivery = with_delivery
         super().__init__()
 
     def load_config(self):
-        for key, value in self.options.items():
+        for key, value in gunicorn_options(self.settings).items():
             self.cfg.set(key, value)
-        if self.with_delivery:
-            self.cfg.set("post_worker_init", _start_delivery)
-            self.cfg.set("worker_exit", _stop_delivery)
 
     def load(self):
         # Built in each worker after the fork, so no database connection crosses a fork.
         from .app import create_app
 
         return create_app(self.settings)
-
-
-def _start_delivery(worker) -> None:
-    from .delivery import build_worker
-
-    app = worker.wsgi
-    runtime = app.extensions["destination"]
-    delivery = build_worker(runtime.settings, runtime.queue)
-    stop = threading.Event()
-    thread = threading.Thread(target=delivery.run, args=(stop,), name="delivery", daemon=True)
-    thread.start()
-    worker._delivery = (stop, thread)
-
-
-def _stop_delivery(server, worker) -> None:
-    stop, thread = getattr(worker, "_delivery", (None, None))
-    if stop:
-        stop.set()
-        thread.join(timeout=25)
-
-
-def run_gunicorn(settings, workers: int = 1, with_delivery: bool = True) -> None:
-    options = {
-        "bind": f"{settings.host}:{settings.port}",
-        "workers": workers,
-        "worker_class": "gthread",
-        "threads": 8,
-        "timeout": 30,
-        "graceful_timeout": 25,
-        "accesslog": None,
-    }
-    _Gunicorn(settings, options, with_delivery).run()

@@ -1,4 +1,5 @@
 """The command line: help everywhere, bad settings named, and `serve --sandbox` really working."""
+import os
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ def run(*args, env=None, timeout=30):
                           timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["worker"], ["sandbox"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["worker"], ["migrate"], ["check"], ["sandbox"]])
 def test_every_subcommand_has_help(command):
     result = run(*command, "--help")
     assert result.returncode == 0 and "usage: metronome-destination" in result.stdout
@@ -60,7 +61,9 @@ def test_serve_with_sandbox_receives_and_delivers_in_one_process(tmp_path):
     port, sandbox_port = _free_port(), _free_port()
     process = subprocess.Popen([sys.executable, "-m", "destination", "serve", "--sandbox", "--port", str(port),
                                 "--sandbox-port", str(sandbox_port), "--sqlite-path", str(tmp_path / "q.sqlite3")],
-                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               # SQLite only: an inherited DATABASE_URL would point it at the shared public schema.
+                               env={k: v for k, v in os.environ.items() if k != "DATABASE_URL"})
     try:
         def up():
             try:
@@ -77,3 +80,9 @@ def test_serve_with_sandbox_receives_and_delivers_in_one_process(tmp_path):
     finally:
         process.terminate()
         assert process.wait(30) == 0
+
+
+def test_the_readme_settings_table_matches_the_code():
+    from destination.config import markdown_table
+
+    assert markdown_table() in (ROOT / "README.md").read_text(), "regenerate with destination.config.markdown_table()"
