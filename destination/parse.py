@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from . import exact
 from .errors import BadRequest, PayloadTooLarge
+from .timestamps import ms_to_rfc3339, skew_corrected_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,6 +18,7 @@ class Envelope:
     context: dict | None = None
     integrations: dict | None = None
     sent_at: object = None
+    single: bool = False  # the body was one event object, not an array or batch
 
 
 def inflate(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
@@ -49,12 +51,50 @@ def parse_body(body: bytes, max_events: int) -> Envelope:
     elif isinstance(document, dict) and "batch" in document:
         envelope = _batch_envelope(document)
     elif isinstance(document, dict):
-        envelope = Envelope([document], write_key=_text(document.get("writeKey")))
+        envelope = Envelope([document], write_key=_text(document.get("writeKey")), single=True)
     else:
         raise BadRequest("body must be an event object, an array of events, or {\"batch\": [...]}", code="invalid_body")
     if len(envelope.events) > max_events:
         raise PayloadTooLarge(f"request holds {len(envelope.events)} events; the limit is {max_events}", code="too_many_events")
     return envelope
+
+
+def expand(envelope: Envelope, default_type: str | None = None, received_ms: int | None = None) -> list:
+    """Each event as the mapping should see it: the batch's `context` and `integrations` merged in
+    (the event's own keys win), the batch `sentAt` copied to events without one, the route's type
+    for events without one, and, when `received_ms` is given (client SDK traffic), the timestamp
+    corrected for device clock skew, keeping the device's own time as `originalTimestamp`."""
+    events = []
+    for event in envelope.events:
+        if isinstance(event, dict):
+            event = _merged(event, envelope, default_type)
+            if received_ms is not None:
+                event = _skew_corrected(event, received_ms)
+        events.append(event)
+    return events
+
+
+def _merged(event: dict, envelope: Envelope, default_type: str | None) -> dict:
+    out = dict(event)
+    for key, batch_value in (("context", envelope.context), ("integrations", envelope.integrations)):
+        if batch_value:
+            own = event.get(key)
+            out[key] = {**batch_value, **own} if isinstance(own, dict) else (own if own is not None else batch_value)
+    if envelope.sent_at is not None and out.get("sentAt") is None:
+        out["sentAt"] = envelope.sent_at
+    if default_type and out.get("type") is None:
+        out["type"] = default_type
+    return out
+
+
+def _skew_corrected(event: dict, received_ms: int) -> dict:
+    # A timestamp the sender set counts as the original, as in Segment's rule.
+    original = event["timestamp"] if event.get("timestamp") is not None else event.get("originalTimestamp")
+    corrected = skew_corrected_ms(original, event.get("sentAt"), received_ms)
+    out = {**event, "receivedAt": ms_to_rfc3339(received_ms), "timestamp": ms_to_rfc3339(corrected)}
+    if original is not None and event.get("originalTimestamp") is None:
+        out["originalTimestamp"] = original
+    return out
 
 
 def _batch_envelope(document: dict) -> Envelope:

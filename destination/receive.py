@@ -6,20 +6,22 @@ so a 200 always means "stored"; a store that cannot be written answers 503 so th
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import orjson
 from flask import Blueprint, current_app, request
 
-from . import exact
-from .authenticate import presented_key, source_for
-from .errors import EventRefused, QueueUnavailable
+from . import exact, metrics
+from .authenticate import presented_key, source_for, webhook_source
+from .errors import EventRefused, PayloadTooLarge, QueueUnavailable
 from .mapping import MappingSet, map_event
-from .parse import inflate, parse_body
+from .parse import expand, inflate, parse_body
 from .queue import DeadLetter, QueuedEvent
 from .validate import build_usage_event
 
 log = logging.getLogger("destination.receive")
+SAMPLES_PER_REQUEST = 3
 blueprint = Blueprint("receive", __name__)
 
 
@@ -31,14 +33,18 @@ class Processed:
     dead_letters: list = field(default_factory=list)
     results: list = field(default_factory=list)
     counts: dict = field(default_factory=lambda: {"accepted": 0, "filtered": 0, "refused": 0})
+    samples: list = field(default_factory=list)  # a few raw events, kept for mapping previews
 
 
-def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event_bytes: int) -> Processed:
+def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event_bytes: int,
+                   source: str | None = None) -> Processed:
     """Map and validate every event; pure, so the benchmark and tests call it directly."""
     out = Processed()
     for index, event in enumerate(events):
         raw = exact.dumps(event)
-        accepted, refusals = _process_one(event, raw, mapping_set, now_ms, max_event_bytes, out.rows)
+        if index < SAMPLES_PER_REQUEST:
+            out.samples.append(raw)
+        accepted, refusals = _process_one(event, raw, mapping_set, now_ms, max_event_bytes, source, out.rows)
         status = "refused" if refusals and not accepted else "partial" if refusals else "accepted" if accepted else "filtered"
         out.counts["accepted" if status == "partial" else status] += 1
         result = {"index": index, "status": status}
@@ -49,21 +55,22 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
         if refusals:
             result["errors"] = [{"mapping": name, "code": r.code, "message": r.message} for name, r in refusals]
             out.dead_letters.extend(
-                DeadLetter(raw, r.code, f"{name}: {r.message}" if name else r.message, mapping_set.version, "receive")
+                DeadLetter(raw, r.code, f"{name}: {r.message}" if name else r.message, mapping_set.version, "receive",
+                           source=source)
                 for name, r in refusals
             )
         out.results.append(result)
     return out
 
 
-def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_event_bytes: int, rows: list):
+def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_event_bytes: int, source, rows: list):
     """Return (transaction_ids accepted, [(mapping name, EventRefused)]) and append queue rows."""
     if not isinstance(event, dict):
         return [], [(None, EventRefused("not_an_object", f"an event must be a JSON object, not {type(event).__name__}"))]
     if len(raw) > max_event_bytes:
         return [], [(None, EventRefused("event_too_large", f"event is {len(raw)} bytes; the limit is {max_event_bytes}"))]
     accepted, refusals = [], []
-    for mapping, values in map_event(mapping_set, event):
+    for mapping, values in map_event(mapping_set, event, source):
         try:
             if isinstance(values, EventRefused):
                 raise values
@@ -76,25 +83,69 @@ def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_ev
             refusals.append((mapping.name, refusal))
             continue
         accepted.append(usage.transaction_id)
-        rows.append(QueuedEvent(usage.transaction_id, orjson.dumps(usage.event), raw, mapping_set.version, usage.timestamp_ms))
+        message_id = event.get("messageId")
+        rows.append(QueuedEvent(usage.transaction_id, orjson.dumps(usage.event), raw, mapping_set.version,
+                                usage.timestamp_ms, message_id if isinstance(message_id, str) else None,
+                                usage.event["customer_id"], source))
     return accepted, refusals
 
 
-@blueprint.post("/v1/events")
-def receive_events():
+# The Tracking API (kind A, SDKs and Segment-compatible CDPs): write keys, skew correction.
+BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
+SINGLE_PATHS = {"track": ("/v1/track", "/v1/t"), "identify": ("/v1/identify", "/v1/i"), "page": ("/v1/page", "/v1/p"),
+                "screen": ("/v1/screen", "/v1/s"), "group": ("/v1/group", "/v1/g"), "alias": ("/v1/alias", "/v1/a")}
+# Webhook destinations (kind B) have already processed the event: signed, and their timestamp is trusted.
+WEBHOOK_PATHS = ("/v1/webhook",)
+
+
+def _receive(kind: str, default_type: str | None = None):
     runtime = current_app.extensions["destination"]
     settings = runtime.settings
     body = inflate(request.get_data(cache=False), request.headers.get("Content-Encoding"), settings.max_request_bytes)
+    if kind == "webhook":
+        source = webhook_source(body, request.headers.get("X-Signature"), request.headers.get(settings.webhook_secret_header),
+                                settings.webhook_secrets, settings.allow_unauthenticated)
     envelope = parse_body(body, settings.max_batch_events)
-    source_for(presented_key(request.headers.get("Authorization"), envelope.write_key),
-               settings.write_keys, settings.allow_unauthenticated)
+    if kind != "webhook":
+        source = source_for(presented_key(request.headers.get("Authorization"), envelope.write_key),
+                            settings.write_keys, settings.allow_unauthenticated)
+    if envelope.single and len(body) > settings.max_event_bytes:
+        # One event and nothing else to save: tell the sender plainly. In a batch, an oversized
+        # event is refused on its own (kept as a dead letter) and the others are accepted.
+        raise PayloadTooLarge(f"the event is {len(body)} bytes; the limit is {settings.max_event_bytes}", code="event_too_large")
     now_ms = runtime.now_ms()
-    processed = process_events(envelope.events, runtime.mapping_set, now_ms, settings.max_event_bytes)
-    try:
-        runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms)
-    except Exception as exc:
-        log.exception("could not store %d events", len(processed.rows))
-        raise QueueUnavailable("the event store is unavailable; nothing was accepted, retry later", retry_after=5) from exc
+    events = expand(envelope, default_type, received_ms=now_ms if kind == "tracking" else None)
+    with _store_unavailable_is_503("read the live mappings"):
+        mapping_set = runtime.mappings.current()
+    processed = process_events(events, mapping_set, now_ms, settings.max_event_bytes, source)
+    with _store_unavailable_is_503(f"store {len(processed.rows)} events"):
+        runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, processed.samples, source)
+    metrics.record_received(source, processed.counts, [d.code for d in processed.dead_letters])
     return current_app.response_class(
         orjson.dumps({**processed.counts, "events": processed.results}), 200, mimetype="application/json"
     )
+
+
+@contextmanager
+def _store_unavailable_is_503(what: str):
+    """A database that cannot answer means nothing was accepted: 503 + Retry-After, so the sender retries."""
+    try:
+        yield
+    except Exception as exc:
+        log.exception("could not %s", what)
+        raise QueueUnavailable("the event store is unavailable; nothing was accepted, retry later", retry_after=5) from exc
+
+
+def _route(path: str, endpoint: str, view, methods=("POST",)) -> None:
+    blueprint.add_url_rule(path, endpoint, view, methods=list(methods), strict_slashes=False)
+
+
+# `/v1/events` takes any of the body shapes and trusts the events' own timestamps.
+_route("/v1/events", "events", lambda: _receive("generic"))
+for _path in BATCH_PATHS:
+    _route(_path, f"batch{_path}", lambda: _receive("tracking"))
+for _type, _paths in SINGLE_PATHS.items():
+    for _path in _paths:
+        _route(_path, f"single{_path}", lambda t=_type: _receive("tracking", t))
+for _path in WEBHOOK_PATHS:
+    _route(_path, f"webhook{_path}", lambda: _receive("webhook"), methods=("POST", "PUT", "PATCH"))

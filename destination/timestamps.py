@@ -71,3 +71,29 @@ def to_rfc3339(moment: datetime) -> str:
 
 def epoch_ms(moment: datetime) -> int:
     return (moment - _EPOCH) // timedelta(milliseconds=1)
+
+
+def skew_corrected_ms(original, sent_at, received_ms: int) -> int:
+    """Segment's clock-skew rule for events from client SDKs: receivedAt - (sentAt - originalTimestamp).
+
+    A device whose clock is off by an hour stamps both `timestamp` and `sentAt` an hour off; the
+    difference between them is how long the event waited on the device, which is the only part
+    we trust. Without both times we use the event's own time, and without that the receipt time.
+    """
+    original_ms, sent_ms = _ms_or_none(original), _ms_or_none(sent_at)
+    if original_ms is not None and sent_ms is not None:
+        return received_ms - (sent_ms - original_ms)
+    return original_ms if original_ms is not None else received_ms
+
+
+def _ms_or_none(value) -> int | None:
+    if value is None:
+        return None
+    try:
+        return epoch_ms(parse_timestamp(value))
+    except EventRefused:
+        return None
+
+
+def ms_to_rfc3339(ms: int) -> str:
+    return to_rfc3339(_EPOCH + timedelta(milliseconds=ms))

@@ -3,7 +3,7 @@ import gzip
 
 import pytest
 
-from conftest import WRITE_KEY, track
+from conftest import WRITE_KEY, run_sql, track
 
 AUTH = (WRITE_KEY, "")
 
@@ -102,7 +102,7 @@ def test_too_many_events_gets_413(client, queue, clock, settings):
 
 
 def test_an_unwritable_queue_gets_503_with_retry_after(client, queue, clock):
-    queue._db().execute("DROP TABLE dead_letters")  # every enqueue now fails mid-transaction
+    run_sql(queue, "DROP TABLE dead_letters")  # every enqueue now fails mid-transaction
     response = post(client, [track("m1", clock.iso()), {"type": "track"}])
     assert response.status_code == 503
     assert response.headers["Retry-After"] == "5"
