@@ -17,7 +17,7 @@ from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 
 from . import exact
 from .errors import ConfigError, EventRefused
-from .mapping_schema import validate_document
+from .mapping_schema import SOURCE_PATH, validate_document
 
 Getter = Callable[[object], list]
 # `$.a.b_c` is answered by plain dict lookups: the same result as jsonpath-ng (checked by a
@@ -72,12 +72,12 @@ class Source:
 
 @dataclass(frozen=True, slots=True)
 class Condition:
-    getter: Getter
+    getter: Getter | None  # None: the condition tests the receiving source's label (`$source`)
     operator: str
     operand: object
 
-    def test(self, event: dict) -> bool:
-        values = self.getter(event)
+    def test(self, event: dict, source: str | None = None) -> bool:
+        values = self.getter(event) if self.getter else [source]
         if self.operator == "exists":
             return bool(values) and values[0] is not None
         if self.operator == "not_exists":
@@ -101,10 +101,10 @@ class Trigger:
     mode: str  # "all" | "any"
     parts: tuple  # of Condition | Trigger
 
-    def test(self, event: dict) -> bool:
+    def test(self, event: dict, source: str | None = None) -> bool:
         if self.mode == "all":
-            return all(part.test(event) for part in self.parts)
-        return any(part.test(event) for part in self.parts)
+            return all(part.test(event, source) for part in self.parts)
+        return any(part.test(event, source) for part in self.parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +121,13 @@ class MappingSet:
     mappings: tuple[Mapping, ...]
 
 
-def map_event(mapping_set: MappingSet, event: dict) -> list[tuple[Mapping, dict | EventRefused]]:
-    """Apply every enabled mapping whose trigger matches; empty means the event is filtered."""
+def map_event(mapping_set: MappingSet, event: dict, source: str | None = None) -> list[tuple[Mapping, dict | EventRefused]]:
+    """Apply every enabled mapping whose trigger matches; empty means the event is filtered.
+
+    `source` is the label of the write key or webhook secret the event came with."""
     results = []
     for mapping in mapping_set.mappings:
-        if not mapping.trigger.test(event):
+        if not mapping.trigger.test(event, source):
             continue
         try:
             values = {name: source.resolve(name, event) for name, source in mapping.fields.items()}
@@ -177,7 +179,8 @@ def _compile_trigger(spec: dict) -> Trigger | Condition:
         if mode in spec:
             return Trigger(mode, tuple(_compile_trigger(part) for part in spec[mode]))
     operator = next(op for op in ("equals", "in", "exists", "not_exists", "starts_with", "contains") if op in spec)
-    return Condition(compile_path(spec["path"]), operator, spec[operator])
+    getter = None if spec["path"] == SOURCE_PATH else compile_path(spec["path"])
+    return Condition(getter, operator, spec[operator])
 
 
 def _compile_mapping(spec: dict) -> Mapping:

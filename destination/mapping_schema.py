@@ -9,6 +9,9 @@ from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validat
 
 from .errors import ConfigError
 
+# A trigger path that tests the label of the write key or webhook secret the event came with.
+SOURCE_PATH = "$source"
+
 OUTPUT_FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
 OPERATORS = ("equals", "in", "exists", "not_exists", "starts_with", "contains")
 
@@ -148,7 +151,8 @@ def _trigger_path_problems(compile_path, spec, where):
             for i, part in enumerate(spec[mode]):
                 yield from _trigger_path_problems(compile_path, part, f"{where}/{mode}/{i}")
             return
-    yield from _compile_problem(compile_path, spec["path"], f"{where}/path")
+    if spec["path"] != SOURCE_PATH:
+        yield from _compile_problem(compile_path, spec["path"], f"{where}/path")
 
 
 def _compile_problem(compile_path, path, where):
