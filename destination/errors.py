@@ -33,6 +33,19 @@ class BadRequest(RequestError):
     """The request can never succeed as sent (malformed JSON, wrong shape)."""
 
 
+class InvalidMapping(BadRequest):
+    """A mapping document failed validation; `errors` holds one `location: message` line each."""
+
+    code = "invalid_mapping"
+
+    def __init__(self, errors: list[str]):
+        super().__init__(f"the mapping is invalid ({len(errors)} problem(s)); nothing was saved")
+        self.errors = errors
+
+    def body(self) -> dict:
+        return {**super().body(), "errors": self.errors}
+
+
 class Unauthorized(RequestError):
     status = 401
     code = "unauthorized"

@@ -67,6 +67,11 @@ def dumps(value) -> bytes:
     return orjson.dumps(value, default=_fragment)
 
 
+def dumps_pretty(value) -> str:
+    """Indented JSON text, for documents people read and review (mapping exports)."""
+    return orjson.dumps(value, default=_fragment, option=orjson.OPT_INDENT_2).decode()
+
+
 def decimal_text(number) -> str:
     """The plain decimal form of an int, float or Decimal: no exponent, no trailing zeros.
 

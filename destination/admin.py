@@ -1,0 +1,319 @@
+"""The admin API under /admin: bearer ADMIN_TOKENS (several, so tokens can be rotated), JSON in and out.
+
+Mappings (whole document or one mapping at a time; every change is a new version), versions,
+rollback and export; a preview that maps pasted or recently received events and sends nothing;
+dead letters: list, filter, inspect, replay and delete; and the delivery log.
+"""
+from __future__ import annotations
+
+import orjson
+from flask import Blueprint, Response, current_app, g, request
+
+from . import exact
+from .authenticate import bearer, match_secret
+from .errors import BadRequest, ConfigError, InvalidMapping, NotFound, Unauthorized
+from .mapping_store import compile_text, version_name
+from .receive import process_events
+from .replay import replay
+
+blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+MAX_LIMIT = 1000
+REPLAY_PAGE = 500
+
+
+def _runtime():
+    return current_app.extensions["destination"]
+
+
+@blueprint.before_request
+def require_admin_token():
+    tokens = _runtime().settings.admin_tokens
+    if not tokens:
+        raise Unauthorized("the admin API is off until ADMIN_TOKENS is set", code="admin_disabled")
+    label = match_secret(bearer(request.headers.get("Authorization")) or "", tokens)
+    if label is None:
+        raise Unauthorized("a valid admin token is required as 'Authorization: Bearer <token>'")
+    g.admin = label
+
+
+# -- mappings ----------------------------------------------------------------------------------------
+
+@blueprint.get("/mappings")
+def live_mappings():
+    store = _runtime().mappings
+    live = store.get(_runtime().queue.latest_mapping_version() or 0)
+    return _version_view(live)
+
+
+@blueprint.put("/mappings")
+def save_mappings():
+    """Replace the whole document: `{"document": {...} or "<json text>", "comment": "..."}`."""
+    body = _body()
+    return _save(_document_text(body.get("document")), body.get("comment", ""))
+
+
+@blueprint.post("/mappings/items")
+def add_mapping():
+    body = _body()
+    document = _live_document()
+    document["mappings"].append(_object(body.get("mapping"), "mapping"))
+    return _save(exact.dumps_pretty(document), body.get("comment", ""), status=201)
+
+
+@blueprint.put("/mappings/items/<name>")
+def replace_mapping(name: str):
+    body = _body()
+    document = _live_document()
+    document["mappings"][_index_of(document, name)] = _object(body.get("mapping"), "mapping")
+    return _save(exact.dumps_pretty(document), body.get("comment", ""))
+
+
+@blueprint.delete("/mappings/items/<name>")
+def delete_mapping(name: str):
+    document = _live_document()
+    del document["mappings"][_index_of(document, name)]
+    return _save(exact.dumps_pretty(document), request.args.get("comment", f"deleted {name}"))
+
+
+@blueprint.get("/mappings/versions")
+def versions():
+    return {"versions": [{**v, "version": version_name(v["id"])} for v in _runtime().queue.list_mapping_versions(_limit())]}
+
+
+@blueprint.get("/mappings/versions/<int:version>")
+def one_version(version: int):
+    return _version_view(_runtime().mappings.get(version))
+
+
+@blueprint.get("/mappings/versions/<int:version>/export")
+def export_version(version: int):
+    """The document as a file for code review: commit it to mappings/ to ship it."""
+    found = _runtime().mappings.get(version)
+    text = exact.dumps_pretty(exact.loads(found["document"].encode())) + "\n"
+    return Response(text, 200, mimetype="application/json",
+                    headers={"Content-Disposition": f'attachment; filename="mappings-{version_name(version)}.json"'})
+
+
+@blueprint.post("/mappings/rollback")
+def rollback():
+    body = _body()
+    version = body.get("version")
+    if not isinstance(version, int):
+        raise BadRequest("'version' must be the number of the version to roll back to", code="invalid_version")
+    new = _runtime().mappings.rollback(version, g.admin, body.get("comment", ""))
+    return {"version": version_name(new), "id": new, "rolled_back_to": version_name(version)}
+
+
+# -- preview -----------------------------------------------------------------------------------------
+
+@blueprint.post("/preview")
+def preview():
+    """Map events with a candidate document (or the live one) and return what would be sent, sending nothing.
+
+    Body: `{"document"?: candidate, "event"?: {...} | "events"?: [...] | "recent"?: N}`. An invalid
+    candidate is answered 200 with `valid: false` and its errors, so an editor can show them inline.
+    """
+    runtime = _runtime()
+    body = _body()
+    if body.get("document") is not None:
+        try:
+            mapping_set = compile_text(_document_text(body["document"]), "preview")
+        except ConfigError as exc:
+            return {"valid": False, "mapping_errors": str(exc).splitlines(), "events": []}
+    else:
+        mapping_set = runtime.mappings.current()
+    events, sources = _preview_events(body)
+    now_ms = runtime.now_ms()
+    out = []
+    for event, source in zip(events, sources):
+        processed = process_events([event], mapping_set, now_ms, runtime.settings.max_event_bytes, source)
+        [result] = processed.results
+        out.append({"event": event, "source": source, "status": result["status"],
+                    "usage_events": [orjson.loads(row.payload) for row in processed.rows],
+                    "errors": result.get("errors", [])})
+    return {"valid": True, "mapping_version": mapping_set.version, "events": out}
+
+
+@blueprint.get("/recent-events")
+def recent_events():
+    rows = _runtime().queue.recent_events(_limit(default="20"))
+    return {"events": [{"id": r["id"], "source": r["source"], "received_at_ms": r["received_at_ms"],
+                        "event": exact.loads(r["raw"])} for r in rows]}
+
+
+def _preview_events(body: dict) -> tuple[list, list]:
+    if "recent" in body:
+        count = body["recent"]
+        if not isinstance(count, int) or not 1 <= count <= 100:
+            raise BadRequest("'recent' must be a number of events from 1 to 100", code="invalid_recent")
+        rows = _runtime().queue.recent_events(count)
+        return [exact.loads(r["raw"]) for r in rows], [r["source"] for r in rows]
+    if "event" in body:
+        return [body["event"]], [body.get("source")]
+    if isinstance(body.get("events"), list) and body["events"]:
+        return body["events"], [body.get("source")] * len(body["events"])
+    raise BadRequest("give 'event', a non-empty 'events' list, or 'recent': N", code="nothing_to_preview")
+
+
+# -- dead letters ------------------------------------------------------------------------------------
+
+@blueprint.get("/dead-letters")
+def dead_letters():
+    filters = _dead_letter_filters(request.args)
+    rows = _runtime().queue.find_dead_letters(**filters, after_id=_int_arg("after_id", 0), limit=_limit())
+    return {"dead_letters": [_letter_view(r) for r in rows], "count": len(rows), "filters": filters,
+            "total": _runtime().queue.dead_letter_count()}
+
+
+@blueprint.get("/dead-letters/<int:letter_id>")
+def dead_letter(letter_id: int):
+    return _letter_view(_letter(letter_id))
+
+
+@blueprint.post("/dead-letters/<int:letter_id>/replay")
+def replay_one(letter_id: int):
+    runtime = _runtime()
+    return replay(runtime.queue, runtime.mappings.current(), [_letter(letter_id)], runtime.now_ms(),
+                  runtime.settings.max_event_bytes)
+
+
+@blueprint.post("/dead-letters/replay")
+def replay_many():
+    """Replay every dead letter matching the filters (`code`, `stage`, `since_ms`, `until_ms`), or `"all": true`."""
+    runtime = _runtime()
+    filters = _bulk_filters(_body())
+    mapping_set = runtime.mappings.current()
+    totals = {"replayed": 0, "resolved": 0, "still_dead": 0, "usage_events_queued": 0}
+    after = 0
+    while page := runtime.queue.find_dead_letters(**filters, after_id=after, limit=REPLAY_PAGE):
+        result = replay(runtime.queue, mapping_set, page, runtime.now_ms(), runtime.settings.max_event_bytes)
+        for key in totals:
+            totals[key] += result[key]
+        after = page[-1]["id"]
+    return {**totals, "mapping_version": mapping_set.version}
+
+
+@blueprint.delete("/dead-letters/<int:letter_id>")
+def delete_one(letter_id: int):
+    _letter(letter_id)
+    return {"deleted": _runtime().queue.delete_dead_letters([letter_id])}
+
+
+@blueprint.post("/dead-letters/delete")
+def delete_many():
+    filters = _bulk_filters(_body())
+    deleted = 0
+    while page := _runtime().queue.find_dead_letters(**filters, limit=REPLAY_PAGE):
+        deleted += _runtime().queue.delete_dead_letters([r["id"] for r in page])
+    return {"deleted": deleted}
+
+
+# -- the delivery log ----------------------------------------------------------------------------------
+
+@blueprint.get("/deliveries")
+def deliveries():
+    """Delivery attempts by transaction_id, messageId or customer: what was sent, when, and the answer."""
+    filters = {name: request.args.get(arg) for name, arg in
+               (("transaction_id", "transaction_id"), ("message_id", "messageId"), ("customer_id", "customer_id"))}
+    rows = _runtime().queue.search_deliveries(**filters, limit=_limit())
+    for row in rows:
+        row["payload"] = orjson.loads(row["payload"])
+    return {"deliveries": rows, "count": len(rows)}
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+
+def _body() -> dict:
+    try:
+        body = exact.loads(request.get_data()) if request.get_data() else {}
+    except ValueError:
+        raise BadRequest("the body is not valid JSON", code="malformed_json") from None
+    return _object(body, "the body")
+
+
+def _object(value, what: str) -> dict:
+    if not isinstance(value, dict):
+        raise BadRequest(f"{what} must be a JSON object", code="invalid_body")
+    return value
+
+
+def _document_text(document) -> str:
+    if isinstance(document, str):
+        return document
+    return exact.dumps_pretty(_object(document, "'document'"))
+
+
+def _live_document() -> dict:
+    runtime = _runtime()
+    return exact.loads(runtime.mappings.get(runtime.queue.latest_mapping_version() or 0)["document"].encode())
+
+
+def _index_of(document: dict, name: str) -> int:
+    for index, mapping in enumerate(document.get("mappings", [])):
+        if isinstance(mapping, dict) and mapping.get("name") == name:
+            return index
+    raise NotFound(f"no mapping is named {name!r}", code="no_such_mapping")
+
+
+def _save(text: str, comment, status: int = 200):
+    if not isinstance(comment, str):
+        raise BadRequest("'comment' must be text", code="invalid_comment")
+    try:
+        version = _runtime().mappings.save(text, g.admin, comment)
+    except ConfigError as exc:
+        raise InvalidMapping(str(exc).splitlines()) from None
+    return _version_view(_runtime().mappings.get(version)), status
+
+
+def _version_view(row: dict) -> dict:
+    return {"version": version_name(row["id"]), "id": row["id"], "author": row["author"], "comment": row["comment"],
+            "created_at_ms": row["created_at_ms"], "document": exact.loads(row["document"].encode()),
+            "text": row["document"]}
+
+
+def _letter(letter_id: int) -> dict:
+    found = _runtime().queue.get_dead_letter(letter_id)
+    if found is None:
+        raise NotFound(f"dead letter {letter_id} does not exist", code="no_such_dead_letter")
+    return found
+
+
+def _letter_view(row: dict) -> dict:
+    view = {k: v for k, v in row.items() if k not in ("raw", "payload")}
+    view["event"] = exact.loads(row["raw"])
+    view["payload"] = orjson.loads(row["payload"]) if row.get("payload") else None
+    return view
+
+
+def _dead_letter_filters(source) -> dict:
+    filters = {"code": source.get("code") or None, "stage": source.get("stage") or None}
+    for name in ("since_ms", "until_ms"):
+        value = source.get(name)
+        filters[name] = _whole_number(value, name) if value not in (None, "") else None
+    return filters
+
+
+def _bulk_filters(body: dict) -> dict:
+    filters = _dead_letter_filters(body)
+    if not any(v is not None for v in filters.values()) and body.get("all") is not True:
+        raise BadRequest("give at least one filter (code, stage, since_ms, until_ms) or \"all\": true", code="no_filter")
+    return filters
+
+
+def _whole_number(value, name: str) -> int:
+    text = str(value)
+    if not text.isdigit():
+        raise BadRequest(f"{name} must be a whole number", code=f"invalid_{name}")
+    return int(text)
+
+
+def _int_arg(name: str, default: int) -> int:
+    value = request.args.get(name)
+    return default if value in (None, "") else _whole_number(value, name)
+
+
+def _limit(default: str = "100") -> int:
+    limit = _whole_number(request.args.get("limit", default), "limit")
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}", code="invalid_limit")
+    return limit

@@ -1,0 +1,249 @@
+"""The admin API: mappings with versions, rollback and export; preview that sends nothing; dead
+letters that can be filtered, inspected, replayed with their original transaction_ids, and deleted."""
+import copy
+import json
+
+import orjson
+import pytest
+import requests
+
+from destination.app import create_app
+from destination.mapping_store import compile_text
+from conftest import ROOT, WRITE_KEY, LiveService, track, wait_until
+
+ADMIN = "admin-token-one"
+AUTH = {"Authorization": f"Bearer {ADMIN}"}
+DEFAULT = json.loads((ROOT / "mappings" / "default.json").read_text())
+
+
+@pytest.fixture
+def admin_settings(settings):
+    return settings.replace(admin_tokens={ADMIN: "alice", "admin-token-two": "bob"})
+
+
+@pytest.fixture
+def admin(admin_settings, queue, clock):
+    return create_app(admin_settings, queue=queue, clock=clock).test_client()
+
+
+@pytest.fixture
+def live(admin_settings, queue, clock, sandbox):
+    service = LiveService(create_app(admin_settings, queue=queue, clock=clock), admin_settings, queue, clock).start()
+    yield service
+    service.close()
+
+
+def send(client, body):
+    return client.post("/v1/events", data=orjson.dumps(body), auth=(WRITE_KEY, ""))
+
+
+def group_only(message_id: str, when: str) -> dict:
+    """A track event from a B2B sender that names the account only in context.groupId."""
+    return {"type": "track", "event": "seat_hours", "messageId": message_id, "timestamp": when,
+            "context": {"groupId": "org_42"}, "properties": {"hours": 3}}
+
+
+def with_customer_from_group(document: dict) -> dict:
+    fixed = copy.deepcopy(document)
+    fixed["mappings"][0]["fields"]["customer_id"]["path"] = ["$.userId", "$.anonymousId", "$.context.groupId"]
+    return fixed
+
+
+# -- mappings: versions, CRUD, rollback, export ----------------------------------------------------------
+
+def test_the_shipped_file_seeds_version_one(admin):
+    live = admin.get("/admin/mappings", headers=AUTH).json
+    assert (live["version"], live["author"], live["document"]) == ("v1", "seed", DEFAULT)
+    assert live["comment"] == "seeded from default.json"
+
+
+def test_every_edit_is_a_version_with_its_author_and_comment(admin):
+    saved = admin.put("/admin/mappings", headers=AUTH, json={"document": with_customer_from_group(DEFAULT),
+                                                              "comment": "B2B senders"})
+    assert saved.status_code == 200 and saved.json["version"] == "v2"
+    assert (saved.json["author"], saved.json["comment"]) == ("alice", "B2B senders")
+    listed = admin.get("/admin/mappings/versions", headers={"Authorization": "Bearer admin-token-two"}).json["versions"]
+    assert [(v["version"], v["author"], v["comment"]) for v in listed] == [
+        ("v2", "alice", "B2B senders"), ("v1", "seed", "seeded from default.json")]
+
+
+def test_one_mapping_can_be_added_replaced_and_deleted(admin):
+    extra = {"name": "pages", "trigger": {"path": "$.type", "equals": "page"},
+             "fields": {**DEFAULT["mappings"][0]["fields"], "event_type": {"literal": "page_view"}}}
+    added = admin.post("/admin/mappings/items", headers=AUTH, json={"mapping": extra, "comment": "pages"})
+    assert added.status_code == 201 and [m["name"] for m in added.json["document"]["mappings"]] == [
+        "track events as usage", "pages"]
+    replaced = admin.put("/admin/mappings/items/pages", headers=AUTH, json={"mapping": {**extra, "enabled": False}})
+    assert replaced.json["version"] == "v3" and replaced.json["document"]["mappings"][1]["enabled"] is False
+    deleted = admin.delete("/admin/mappings/items/pages", headers=AUTH)
+    assert deleted.json["version"] == "v4" and deleted.json["document"] == DEFAULT
+    assert deleted.json["comment"] == "deleted pages"
+    missing = admin.delete("/admin/mappings/items/nope", headers=AUTH)
+    assert (missing.status_code, missing.json["code"]) == (404, "no_such_mapping")
+
+
+def test_an_invalid_mapping_is_refused_with_every_location_and_stores_nothing(admin):
+    bad = copy.deepcopy(DEFAULT)
+    bad["mappings"][0]["fields"]["customer_id"] = {"path": "$.userId["}
+    del bad["mappings"][0]["fields"]["timestamp"]
+    response = admin.put("/admin/mappings", headers=AUTH, json={"document": bad})
+    assert (response.status_code, response.json["code"]) == (400, "invalid_mapping")
+    assert response.json["errors"] == ["/mappings/0/fields/timestamp: Missing data for required field."]
+    bad["mappings"][0]["fields"]["timestamp"] = {"path": "$.timestamp"}
+    errors = admin.put("/admin/mappings", headers=AUTH, json={"document": bad}).json["errors"]
+    assert len(errors) == 1 and errors[0].startswith("/mappings/0/fields/customer_id/path: ")
+    text = admin.put("/admin/mappings", headers=AUTH, json={"document": "{not json"}).json
+    assert text["errors"][0].startswith("/: not valid JSON")
+    assert admin.get("/admin/mappings", headers=AUTH).json["version"] == "v1"
+
+
+def test_rollback_saves_the_old_document_as_the_newest_version(admin):
+    admin.put("/admin/mappings", headers=AUTH, json={"document": with_customer_from_group(DEFAULT)})
+    rolled = admin.post("/admin/mappings/rollback", headers=AUTH, json={"version": 1})
+    assert rolled.json == {"version": "v3", "id": 3, "rolled_back_to": "v1"}
+    live = admin.get("/admin/mappings", headers=AUTH).json
+    assert (live["version"], live["document"], live["comment"]) == ("v3", DEFAULT, "rollback to v1")
+    assert admin.post("/admin/mappings/rollback", headers=AUTH, json={"version": 99}).json["code"] == "no_such_version"
+    assert admin.post("/admin/mappings/rollback", headers=AUTH, json={"version": "1"}).status_code == 400
+
+
+def test_a_version_exports_as_a_file_that_loads_again(admin, tmp_path):
+    admin.put("/admin/mappings", headers=AUTH, json={"document": with_customer_from_group(DEFAULT)})
+    exported = admin.get("/admin/mappings/versions/2/export", headers=AUTH)
+    assert exported.headers["Content-Disposition"] == 'attachment; filename="mappings-v2.json"'
+    assert json.loads(exported.data) == with_customer_from_group(DEFAULT)
+    assert compile_text(exported.data, "exported").mappings[0].name == "track events as usage"
+    assert admin.get("/admin/mappings/versions/1", headers=AUTH).json["document"] == DEFAULT
+
+
+def test_an_edit_is_live_for_the_next_event(admin, clock, queue):
+    assert send(admin, group_only("g0", clock.iso())).json["refused"] == 1
+    admin.put("/admin/mappings", headers=AUTH, json={"document": with_customer_from_group(DEFAULT)})
+    answer = send(admin, group_only("g1", clock.iso())).json
+    assert answer["accepted"] == 1 and answer["events"][0]["transaction_ids"] == ["g1"]
+    assert queue._dicts("SELECT transaction_id, mapping_version FROM outbox") == [
+        {"transaction_id": "g1", "mapping_version": "v2"}]
+    [letter] = queue.list_dead_letters()
+    assert letter["mapping_version"] == "v1"
+
+
+# -- preview ------------------------------------------------------------------------------------------
+
+def test_preview_maps_a_pasted_event_with_a_candidate_and_sends_nothing(admin, clock, queue, sandbox):
+    event = group_only("p1", clock.iso()[:23] + "Z")  # milliseconds: what Metronome is sent
+    before = admin.post("/admin/preview", headers=AUTH, json={"event": event}).json
+    assert before["valid"] and before["mapping_version"] == "v1"
+    assert [e["code"] for e in before["events"][0]["errors"]] == ["missing_customer_id"]
+    after = admin.post("/admin/preview", headers=AUTH, json={"event": event, "document": with_customer_from_group(DEFAULT)}).json
+    assert after["events"][0]["status"] == "accepted"
+    assert after["events"][0]["usage_events"] == [{"transaction_id": "p1", "customer_id": "org_42", "event_type": "seat_hours",
+                                                   "timestamp": event["timestamp"], "properties": {"hours": "3"}}]
+    assert queue.depth() == 0 and queue.dead_letter_count() == 0 and sandbox.state.requests == []
+
+
+def test_preview_of_an_invalid_candidate_answers_its_errors_for_inline_display(admin):
+    bad = copy.deepcopy(DEFAULT)
+    bad["mappings"][0]["trigger"] = {"path": "$.type", "equals": "track", "in": ["x"]}
+    answer = admin.post("/admin/preview", headers=AUTH, json={"document": bad, "event": {"type": "track"}})
+    assert answer.status_code == 200
+    assert answer.json["valid"] is False
+    assert answer.json["mapping_errors"] == [
+        "/mappings/0/trigger: a condition needs 'path' and exactly one of equals, in, exists, not_exists, starts_with, contains"]
+
+
+def test_preview_can_use_the_last_events_received(admin, clock):
+    send(admin, [track("r1", clock.iso(), tokens=1), track("r2", clock.iso(), tokens=2)])
+    recent = admin.get("/admin/recent-events?limit=5", headers=AUTH).json["events"]
+    assert [e["event"]["messageId"] for e in recent] == ["r2", "r1"] and recent[0]["source"] == "test"
+    answer = admin.post("/admin/preview", headers=AUTH, json={"recent": 2}).json
+    assert [[u["transaction_id"] for u in e["usage_events"]] for e in answer["events"]] == [["r2"], ["r1"]]
+
+
+@pytest.mark.parametrize("body, code", [
+    ({}, "nothing_to_preview"), ({"recent": 0}, "invalid_recent"), ({"recent": "5"}, "invalid_recent"),
+    ({"events": []}, "nothing_to_preview"), ([1, 2], "invalid_body"),
+])
+def test_preview_refuses_a_request_that_names_no_events(admin, body, code):
+    response = admin.post("/admin/preview", headers=AUTH, json=body)
+    assert (response.status_code, response.json["code"]) == (400, code)
+
+
+def test_a_malformed_admin_body_is_a_clear_400(admin):
+    response = admin.put("/admin/mappings", headers={**AUTH, "Content-Type": "application/json"}, data=b"{")
+    assert (response.status_code, response.json["code"]) == (400, "malformed_json")
+
+
+# -- dead letters --------------------------------------------------------------------------------------
+
+def test_dead_letters_filter_by_reason_and_time_and_show_the_raw_event(admin, clock):
+    send(admin, [group_only("d1", clock.iso()), track("d2", clock.iso(), customer="")])
+    letters = admin.get("/admin/dead-letters", headers=AUTH).json
+    assert letters["total"] == 2 and [l["code"] for l in letters["dead_letters"]] == ["missing_customer_id"] * 2
+    one = admin.get(f"/admin/dead-letters/{letters['dead_letters'][0]['id']}", headers=AUTH).json
+    assert one["event"] == group_only("d1", one["event"]["timestamp"])
+    assert (one["mapping_version"], one["stage"], one["source"]) == ("v1", "receive", "test")
+    assert "customer_id is required" in one["reason"]
+    now_ms = int(clock() * 1000)
+    assert admin.get(f"/admin/dead-letters?since_ms={now_ms + 60_000}", headers=AUTH).json["count"] == 0
+    assert admin.get(f"/admin/dead-letters?until_ms={now_ms + 60_000}&code=missing_customer_id", headers=AUTH).json["count"] == 2
+    assert admin.get("/admin/dead-letters?code=timestamp_too_old", headers=AUTH).json["count"] == 0
+    assert admin.get("/admin/dead-letters?since_ms=yesterday", headers=AUTH).json["code"] == "invalid_since_ms"
+    assert admin.get("/admin/dead-letters/999", headers=AUTH).status_code == 404
+
+
+def test_replaying_one_that_is_still_refused_records_the_new_mapping_version(admin, clock):
+    send(admin, group_only("s1", clock.iso()))
+    [letter] = admin.get("/admin/dead-letters", headers=AUTH).json["dead_letters"]
+    admin.put("/admin/mappings", headers=AUTH, json={"document": DEFAULT, "comment": "same again"})
+    answer = admin.post(f"/admin/dead-letters/{letter['id']}/replay", headers=AUTH).json
+    assert (answer["replayed"], answer["resolved"], answer["still_dead"]) == (1, 0, 1)
+    after = admin.get(f"/admin/dead-letters/{letter['id']}", headers=AUTH).json
+    assert (after["code"], after["mapping_version"], after["attempts"]) == ("missing_customer_id", "v2", 1)
+
+
+def test_a_replay_the_mapping_no_longer_subscribes_to_stays_dead_and_says_why(admin, clock):
+    send(admin, group_only("f1", clock.iso()))
+    only_pages = copy.deepcopy(DEFAULT)
+    only_pages["mappings"][0]["trigger"] = {"path": "$.type", "equals": "page"}
+    admin.put("/admin/mappings", headers=AUTH, json={"document": only_pages})
+    answer = admin.post("/admin/dead-letters/replay", headers=AUTH, json={"all": True}).json
+    assert (answer["still_dead"], answer["usage_events_queued"]) == (1, 0)
+    [letter] = admin.get("/admin/dead-letters", headers=AUTH).json["dead_letters"]
+    assert letter["code"] == "filtered_on_replay"
+
+
+def test_bulk_replay_and_delete_need_a_filter_or_all(admin):
+    for path in ("/admin/dead-letters/replay", "/admin/dead-letters/delete"):
+        response = admin.post(path, headers=AUTH, json={})
+        assert (response.status_code, response.json["code"]) == (400, "no_filter")
+
+
+def test_delete_one_and_by_filter(admin, clock):
+    send(admin, [group_only("x1", clock.iso()), group_only("x2", clock.iso()), {"type": "track", "event": "e"}])
+    letters = admin.get("/admin/dead-letters", headers=AUTH).json["dead_letters"]
+    assert sorted(l["code"] for l in letters) == ["missing_customer_id", "missing_customer_id", "missing_transaction_id"]
+    assert admin.delete(f"/admin/dead-letters/{letters[0]['id']}", headers=AUTH).json == {"deleted": 1}
+    assert admin.post("/admin/dead-letters/delete", headers=AUTH, json={"code": "missing_customer_id"}).json == {"deleted": 1}
+    assert [l["code"] for l in admin.get("/admin/dead-letters", headers=AUTH).json["dead_letters"]] == ["missing_transaction_id"]
+
+
+def test_fixing_the_mapping_and_replaying_all_delivers_with_the_original_transaction_ids(live, clock, sandbox):
+    """The issue's flow over HTTP: refused B2B events are saved by a mapping fix and a replay."""
+    ids = [f"grp-{i}" for i in range(30)]
+    answer = live.post([group_only(i, clock.iso()) for i in ids]).json()
+    assert answer["refused"] == 30
+    admin = requests.Session()
+    admin.headers.update(AUTH)
+    fixed = admin.put(live.url + "/admin/mappings", json={"document": with_customer_from_group(DEFAULT), "comment": "groupId"})
+    assert fixed.json()["version"] == "v2"
+    replayed = admin.post(live.url + "/admin/dead-letters/replay", json={"code": "missing_customer_id"}).json()
+    assert (replayed["replayed"], replayed["resolved"], replayed["usage_events_queued"]) == (30, 30, 30)
+    delivered = wait_until(lambda: len(sandbox.state.events) == 30 and sandbox.state.events, message="30 replayed events")
+    assert sorted(delivered) == sorted(ids)
+    assert {e["customer_id"] for e in delivered.values()} == {"org_42"}
+    assert admin.get(live.url + "/admin/dead-letters").json()["total"] == 0
+    # A second replay (nothing left) and a CDP retry of the same events create no new usage.
+    assert admin.post(live.url + "/admin/dead-letters/replay", json={"all": True}).json()["replayed"] == 0
+    live.post([group_only(i, clock.iso()) for i in ids])
+    wait_until(lambda: live.queue.depth() == 0, message="the retry to drain")
+    assert len(sandbox.state.events) == 30 and sandbox.state.duplicates == 30
