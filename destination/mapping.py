@@ -7,67 +7,16 @@ validates and compiles; `map_event` applies the compiled set to one event and is
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-from jsonpath_ng.ext import parse as parse_jsonpath
-from jsonpath_ng.exceptions import JsonPathLexerError, JsonPathParserError
 
 from . import exact
 from .errors import ConfigError, EventRefused
-from .mapping_schema import SOURCE_PATH, validate_document
+from .mapping_schema import OPERATORS, SOURCE_PATH, validate_document
+from .mapping_sources import Properties, Source, compile_properties, compile_source
+from .paths import Getter, compile_path
 
-Getter = Callable[[object], list]
-# `$.a.b_c` is answered by plain dict lookups: the same result as jsonpath-ng (checked by a
-# property test) at a twentieth of the cost.
-_DOTTED = re.compile(r"\$((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
-SCALAR_FIELDS = ("transaction_id", "customer_id", "event_type", "timestamp")
-
-
-def compile_path(path: str) -> Getter:
-    """Return a function giving every value the JSONPath matches; raise ValueError if invalid."""
-    try:
-        expression = parse_jsonpath(path)
-    except (JsonPathParserError, JsonPathLexerError, Exception) as exc:  # jsonpath-ng raises bare Exceptions too
-        raise ValueError(str(exc).strip() or "invalid JSONPath") from None
-    dotted = _DOTTED.fullmatch(path)
-    if dotted is None:
-        return lambda document: [match.value for match in expression.find(document)]
-    keys = tuple(dotted.group(1)[1:].split("."))
-    return lambda document: _lookup(document, keys)
-
-
-def _lookup(document, keys) -> list:
-    for key in keys:
-        if not isinstance(document, dict) or key not in document:
-            return []
-        document = document[key]
-    return [document]
-
-
-def _is_empty(value) -> bool:
-    return value is None or value == ""
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where one field's value comes from: the first path with a non-empty value, else default."""
-
-    getters: tuple[Getter, ...]
-    literal: object = None
-    default: object = None
-    scalar: bool = True
-
-    def resolve(self, field: str, event: dict):
-        for getter in self.getters:
-            values = getter(event)
-            if len(values) > 1 and self.scalar:
-                raise EventRefused("ambiguous_field", f"{field}: the path matched {len(values)} values; it must match one")
-            if values and not _is_empty(values[0]):
-                return values[0]
-        return self.literal if self.literal is not None else self.default
+__all__ = ["MappingSet", "compile_mapping_set", "compile_path", "load_mapping_set", "map_event"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +60,8 @@ class Trigger:
 class Mapping:
     name: str
     trigger: Trigger
-    fields: dict  # field name -> Source
-    properties: Source | None
+    fields: dict[str, Source]
+    properties: Properties | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +81,7 @@ def map_event(mapping_set: MappingSet, event: dict, source: str | None = None) -
         try:
             values = {name: source.resolve(name, event) for name, source in mapping.fields.items()}
             if mapping.properties is not None:
-                values["properties"] = mapping.properties.resolve("properties", event)
+                values["properties"] = mapping.properties.resolve(event)
             results.append((mapping, values))
         except EventRefused as refusal:
             results.append((mapping, refusal))
@@ -163,22 +112,11 @@ def load_mapping_set(path: str | Path) -> MappingSet:
         raise ConfigError(f"{path}: {exc}") from None
 
 
-def _compile_source(spec: dict, scalar: bool) -> Source:
-    paths = spec.get("path", [])
-    paths = [paths] if isinstance(paths, str) else paths
-    return Source(
-        getters=tuple(compile_path(p) for p in paths),
-        literal=spec.get("literal"),
-        default=spec.get("default"),
-        scalar=scalar,
-    )
-
-
 def _compile_trigger(spec: dict) -> Trigger | Condition:
     for mode in ("all", "any"):
         if mode in spec:
             return Trigger(mode, tuple(_compile_trigger(part) for part in spec[mode]))
-    operator = next(op for op in ("equals", "in", "exists", "not_exists", "starts_with", "contains") if op in spec)
+    operator = next(op for op in OPERATORS if op in spec)
     getter = None if spec["path"] == SOURCE_PATH else compile_path(spec["path"])
     return Condition(getter, operator, spec[operator])
 
@@ -191,6 +129,6 @@ def _compile_mapping(spec: dict) -> Mapping:
     return Mapping(
         name=spec["name"],
         trigger=trigger,
-        fields={name: _compile_source(source, True) for name, source in spec["fields"].items()},
-        properties=_compile_source({"path": properties["from"]}, False) if properties else None,
+        fields={name: compile_source(source) for name, source in spec["fields"].items()},
+        properties=compile_properties(properties) if properties is not None else None,
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from .errors import ConfigError
+from .paths import Placeholder, split_template
 
 # A trigger path that tests the label of the write key or webhook secret the event came with.
 SOURCE_PATH = "$source"
@@ -32,18 +33,36 @@ class AnyValue(fields.Field):
         return value
 
 
+ORIGINS = ("path", "literal", "template", "hash")
+TRANSFORM_NAMES = ("string", "lower", "upper", "trim", "rfc3339", "epoch_s", "epoch_ms", "decimal", "hash")
+
+
+class PathList(fields.Field):
+    """A non-empty list of JSONPath strings (the paths a hash reads)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, list) and value and all(isinstance(p, str) for p in value):
+            return value
+        raise ValidationError("must be a non-empty list of JSONPath strings")
+
+
 class SourceSchema(Schema):
+    """Exactly one origin (path, literal, template, hash), plus an optional default and transforms."""
+
     class Meta:
         unknown = RAISE
 
     path = PathOrPaths()
     literal = AnyValue(allow_none=False)
+    template = fields.String(validate=validate.Length(min=1))
+    hash = PathList()
     default = AnyValue()
+    transforms = fields.List(fields.String(validate=validate.OneOf(TRANSFORM_NAMES)))
 
     @validates_schema
     def _one_origin(self, data, **kwargs):
-        if ("path" in data) == ("literal" in data):
-            raise ValidationError("give exactly one of 'path' or 'literal'", "_schema")
+        if sum(origin in data for origin in ORIGINS) != 1:
+            raise ValidationError("give exactly one of 'path', 'literal', 'template' or 'hash'", "_schema")
 
 
 class FieldsSchema(Schema):
@@ -57,10 +76,47 @@ class FieldsSchema(Schema):
 
 
 class PropertiesSchema(Schema):
+    """Start from an object, flatten, include or exclude, rename, add: in that order."""
+
     class Meta:
         unknown = RAISE
 
-    from_ = fields.String(data_key="from", required=True)
+    from_ = fields.String(data_key="from")
+    flatten = fields.String(validate=validate.Length(min=1, max=8))
+    include = fields.List(fields.String(), validate=validate.Length(min=1))
+    exclude = fields.List(fields.String(), validate=validate.Length(min=1))
+    rename = fields.Method(deserialize="_rename")
+    add = fields.Method(deserialize="_add")
+
+    def _rename(self, value):
+        if not isinstance(value, dict):
+            raise ValidationError("must be an object of old name -> new name")
+        bad = {old: ["the new name must be non-empty text"] for old, new in value.items() if not isinstance(new, str) or not new}
+        if bad:
+            raise ValidationError(bad)
+        return value
+
+    def _add(self, value):
+        """Each added property is a source; errors are keyed by the property's name."""
+        if not isinstance(value, dict):
+            raise ValidationError("must be an object of property name -> source")
+        errors = {}
+        for name, spec in value.items():
+            if not name:
+                errors[name] = ["a property name must be non-empty"]
+                continue
+            try:
+                SourceSchema().load(spec)
+            except ValidationError as exc:
+                errors[name] = exc.normalized_messages()
+        if errors:
+            raise ValidationError(errors)
+        return value
+
+    @validates_schema
+    def _include_or_exclude(self, data, **kwargs):
+        if "include" in data and "exclude" in data:
+            raise ValidationError("give 'include' or 'exclude', not both", "_schema")
 
 
 class TriggerField(fields.Field):
@@ -132,17 +188,33 @@ def validate_document(document, compile_path) -> None:
 
 
 def _path_problems(document, compile_path):
-    """Compile every JSONPath in the document, yielding (location, error) for each bad one."""
+    """Compile every JSONPath and template in the document, yielding (location, error) for each bad one."""
     for i, mapping in enumerate(document["mappings"]):
         base = f"/mappings/{i}"
         for name, source in mapping["fields"].items():
-            paths = source.get("path", [])
-            for j, path in enumerate([paths] if isinstance(paths, str) else paths):
-                where = f"{base}/fields/{name}/path" + ("" if isinstance(paths, str) else f"/{j}")
-                yield from _compile_problem(compile_path, path, where)
-        if "properties" in mapping:
-            yield from _compile_problem(compile_path, mapping["properties"]["from"], f"{base}/properties/from")
+            yield from _source_problems(compile_path, source, f"{base}/fields/{name}")
+        properties = mapping.get("properties", {})
+        if "from" in properties:
+            yield from _compile_problem(compile_path, properties["from"], f"{base}/properties/from")
+        for name, source in properties.get("add", {}).items():
+            yield from _source_problems(compile_path, source, f"{base}/properties/add/{name}")
         yield from _trigger_path_problems(compile_path, mapping["trigger"], f"{base}/trigger")
+
+
+def _source_problems(compile_path, source: dict, where: str):
+    for origin in ("path", "hash"):
+        paths = source.get(origin, [])
+        for j, path in enumerate([paths] if isinstance(paths, str) else paths):
+            yield from _compile_problem(compile_path, path, f"{where}/{origin}" + ("" if isinstance(paths, str) else f"/{j}"))
+    if "template" in source:
+        try:
+            parts = split_template(source["template"])
+        except ValueError as exc:
+            yield f"{where}/template", str(exc)
+            return
+        for path in (p for p in parts if isinstance(p, Placeholder)):
+            for location, message in _compile_problem(compile_path, path, f"{where}/template"):
+                yield location, f"placeholder {{{{{path}}}}}: {message}"
 
 
 def _trigger_path_problems(compile_path, spec, where):

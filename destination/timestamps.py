@@ -17,7 +17,7 @@ from .errors import EventRefused
 
 EPOCH_MILLISECONDS_FROM = 10**11
 _UTC = timezone.utc
-_EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 # fromisoformat takes at most 6 fraction digits in some forms; nanoseconds are common in Go/JS.
 _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 _OFFSET_NO_COLON = re.compile(r"([+-]\d\d)(\d\d)$")
@@ -41,7 +41,7 @@ def parse_timestamp(value) -> datetime:
 def _from_epoch(number) -> datetime:
     seconds = number if abs(number) < EPOCH_MILLISECONDS_FROM else number / 1000
     try:
-        return _EPOCH + timedelta(microseconds=int(Decimal(str(seconds)) * 1_000_000))
+        return EPOCH + timedelta(microseconds=int(Decimal(str(seconds)) * 1_000_000))
     except (OverflowError, ArithmeticError, ValueError):
         raise EventRefused("invalid_timestamp", f"epoch timestamp {number} is out of range") from None
 
@@ -70,7 +70,7 @@ def to_rfc3339(moment: datetime) -> str:
 
 
 def epoch_ms(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    return (moment - EPOCH) // timedelta(milliseconds=1)
 
 
 def skew_corrected_ms(original, sent_at, received_ms: int) -> int:
@@ -96,4 +96,4 @@ def _ms_or_none(value) -> int | None:
 
 
 def ms_to_rfc3339(ms: int) -> str:
-    return to_rfc3339(_EPOCH + timedelta(milliseconds=ms))
+    return to_rfc3339(EPOCH + timedelta(milliseconds=ms))

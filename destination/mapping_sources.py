@@ -1,0 +1,161 @@
+"""Where a mapped value comes from: a field Source, and the properties a mapping sends.
+
+The rules, exactly (the README's "Mapping language" section says the same):
+- A path list is tried in order; the first path with a non-empty value wins (null and "" are
+  empty). A path that matches several values, for a single value, refuses the event
+  (`ambiguous_field`): picking one would be a guess about billing.
+- A template needs every placeholder: if one finds nothing the template gives nothing (so the
+  default applies, or a required field refuses the event) rather than a half-built id that
+  could collide with another event's. A placeholder must find text, a number or a boolean.
+- A hash source hashes the values at its paths (a missing path counts as null); it gives
+  nothing only when every path is missing.
+- Transforms run in order on a found value; the default is used as written, untransformed.
+- Properties: start from the `from` object (none: empty), flatten, then include or exclude,
+  then rename, then add. Each step sees the keys the previous one produced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from . import transforms
+from .errors import EventRefused
+from .exact import NumberOutOfRange, to_metronome_string
+from .paths import Getter, Placeholder, compile_path, split_template
+
+Origin = Callable[[dict, str], object]  # (event, field name) -> value, None when nothing is found
+
+
+def is_empty(value) -> bool:
+    return value is None or value == ""
+
+
+def _single(getter: Getter, event: dict, field: str):
+    values = getter(event)
+    if len(values) > 1:
+        raise EventRefused("ambiguous_field", f"{field}: the path matched {len(values)} values; it must match one")
+    return values[0] if values else None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One value: its origin, a default, and transforms applied to a found value."""
+
+    origin: Origin
+    default: object = None
+    transforms: tuple[str, ...] = ()
+
+    def resolve(self, field: str, event: dict):
+        value = self.origin(event, field)
+        if not is_empty(value) and self.transforms:
+            value = transforms.apply(self.transforms, value, field)
+        return self.default if is_empty(value) else value
+
+
+def _first_of(getters: tuple[Getter, ...]) -> Origin:
+    def origin(event, field):
+        for getter in getters:
+            value = _single(getter, event, field)
+            if not is_empty(value):
+                return value
+        return None
+    return origin
+
+
+def _template(parts: list) -> Origin:
+    compiled = [compile_path(p) if isinstance(p, Placeholder) else p for p in parts]
+
+    def origin(event, field):
+        out = []
+        for part in compiled:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = _single(part, event, field)
+            if is_empty(value):
+                return None
+            if isinstance(value, (dict, list)):
+                raise EventRefused("template_value_not_scalar", f"{field}: a template placeholder found an object or array")
+            try:
+                out.append(to_metronome_string(value))
+            except NumberOutOfRange as exc:
+                raise EventRefused("number_out_of_range", f"{field}: {exc}") from None
+        return "".join(out)
+    return origin
+
+
+def _hash(getters: tuple[Getter, ...]) -> Origin:
+    def origin(event, field):
+        values = [_single(getter, event, field) for getter in getters]
+        return None if all(v is None for v in values) else transforms.hash_values(values)
+    return origin
+
+
+def compile_source(spec: dict) -> Source:
+    """A validated source spec: exactly one of path, literal, template or hash."""
+    if "literal" in spec:
+        literal = spec["literal"]
+        origin = lambda event, field: literal  # noqa: E731
+    elif "template" in spec:
+        origin = _template(split_template(spec["template"]))
+    elif "hash" in spec:
+        origin = _hash(tuple(compile_path(p) for p in spec["hash"]))
+    else:
+        paths = spec["path"]
+        origin = _first_of(tuple(compile_path(p) for p in ([paths] if isinstance(paths, str) else paths)))
+    return Source(origin, spec.get("default"), tuple(spec.get("transforms", ())))
+
+
+@dataclass(frozen=True, slots=True)
+class Properties:
+    base: Getter | None
+    flatten: str | None = None
+    include: frozenset | None = None
+    exclude: frozenset = frozenset()
+    rename: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, Source], ...] = ()
+
+    def resolve(self, event: dict) -> dict:
+        found = _single(self.base, event, "properties") if self.base else None
+        if found is None:
+            found = {}
+        if not isinstance(found, dict):
+            raise EventRefused("invalid_properties", f"properties must be an object, not {type(found).__name__}")
+        properties = _flatten(found, self.flatten) if self.flatten else dict(found)
+        if self.include is not None:
+            properties = {k: v for k, v in properties.items() if k in self.include}
+        for key in self.exclude:
+            properties.pop(key, None)
+        for old, new in self.rename:
+            if old in properties:
+                properties[new] = properties.pop(old)
+        for name, source in self.add:
+            value = source.resolve(f"properties.{name}", event)
+            if not is_empty(value):
+                properties[name] = value
+        return properties
+
+
+def _flatten(value: dict, separator: str, prefix: str = "", out: dict | None = None) -> dict:
+    """Nested objects become `a<sep>b` keys; arrays stay whole (sent as compact JSON)."""
+    out = {} if out is None else out
+    for key, item in value.items():
+        name = f"{prefix}{separator}{key}" if prefix else key
+        if isinstance(item, dict) and item:
+            _flatten(item, separator, name, out)
+        elif name in out:
+            raise EventRefused("property_key_collision", f"properties: flattening gives the key {name!r} twice")
+        else:
+            out[name] = item
+    return out
+
+
+def compile_properties(spec: dict) -> Properties:
+    return Properties(
+        base=compile_path(spec["from"]) if "from" in spec else None,
+        flatten=spec.get("flatten"),
+        include=frozenset(spec["include"]) if "include" in spec else None,
+        exclude=frozenset(spec.get("exclude", ())),
+        rename=tuple(spec.get("rename", {}).items()),
+        add=tuple((name, compile_source(source)) for name, source in spec.get("add", {}).items()),
+    )
