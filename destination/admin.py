@@ -49,30 +49,33 @@ def live_mappings():
 def save_mappings():
     """Replace the whole document: `{"document": {...} or "<json text>", "comment": "..."}`."""
     body = _body()
-    return _save(_document_text(body.get("document")), body.get("comment", ""))
+    base = body.get("base_version")
+    if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
+        raise BadRequest("'base_version' must be the id of the version the edit started from", code="invalid_version")
+    return _save(_document_text(body.get("document")), body.get("comment", ""), based_on=base)
 
 
 @blueprint.post("/mappings/items")
 def add_mapping():
     body = _body()
-    document = _live_document()
+    document, live = _live_document()
     document["mappings"].append(_object(body.get("mapping"), "mapping"))
-    return _save(exact.dumps_pretty(document), body.get("comment", ""), status=201)
+    return _save(exact.dumps_pretty(document), body.get("comment", ""), status=201, based_on=live)
 
 
 @blueprint.put("/mappings/items/<name>")
 def replace_mapping(name: str):
     body = _body()
-    document = _live_document()
+    document, live = _live_document()
     document["mappings"][_index_of(document, name)] = _object(body.get("mapping"), "mapping")
-    return _save(exact.dumps_pretty(document), body.get("comment", ""))
+    return _save(exact.dumps_pretty(document), body.get("comment", ""), based_on=live)
 
 
 @blueprint.delete("/mappings/items/<name>")
 def delete_mapping(name: str):
-    document = _live_document()
+    document, live = _live_document()
     del document["mappings"][_index_of(document, name)]
-    return _save(exact.dumps_pretty(document), request.args.get("comment", f"deleted {name}"))
+    return _save(exact.dumps_pretty(document), request.args.get("comment", f"deleted {name}"), based_on=live)
 
 
 @blueprint.get("/mappings/versions")
@@ -243,9 +246,10 @@ def _document_text(document) -> str:
     return exact.dumps_pretty(_object(document, "'document'"))
 
 
-def _live_document() -> dict:
-    runtime = _runtime()
-    return exact.loads(runtime.mappings.get(runtime.queue.latest_mapping_version() or 0)["document"].encode())
+def _live_document() -> tuple[dict, int]:
+    """The live document and its version id; an item edit saves only if that is still live."""
+    found = _runtime().mappings.get(_runtime().queue.latest_mapping_version() or 0)
+    return exact.loads(found["document"].encode()), found["id"]
 
 
 def _index_of(document: dict, name: str) -> int:
@@ -255,11 +259,11 @@ def _index_of(document: dict, name: str) -> int:
     raise NotFound(f"no mapping is named {name!r}", code="no_such_mapping")
 
 
-def _save(text: str, comment, status: int = 200):
+def _save(text: str, comment, status: int = 200, based_on: int | None = None):
     if not isinstance(comment, str):
         raise BadRequest("'comment' must be text", code="invalid_comment")
     try:
-        version = _runtime().mappings.save(text, g.admin, comment)
+        version = _runtime().mappings.save(text, g.admin, comment, based_on)
     except ConfigError as exc:
         raise InvalidMapping(str(exc).splitlines()) from None
     return _version_view(_runtime().mappings.get(version)), status

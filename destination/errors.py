@@ -61,6 +61,13 @@ class NotFound(RequestError):
     code = "not_found"
 
 
+class Conflict(RequestError):
+    """The thing changed since the client read it (another admin saved first): reload and redo."""
+
+    status = 409
+    code = "conflict"
+
+
 class QueueUnavailable(RequestError):
     """The durable store cannot be written: nothing was accepted, so the sender must retry."""
 

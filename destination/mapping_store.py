@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from . import exact
-from .errors import ConfigError, NotFound
+from .errors import ConfigError, Conflict, NotFound
 from .mapping import MappingSet, compile_mapping_set
 
 log = logging.getLogger("destination.mappings")
@@ -57,7 +57,8 @@ class MappingStore:
             raise ConfigError(f"{path}: {exc}") from None
         latest = self.queue.latest_mapping_version()
         if latest is None:
-            self.queue.save_mapping_version(text, "seed", f"seeded from {path.name}", self._now_ms())
+            # Several processes start at once: only the first to take the lock seeds.
+            self.queue.save_mapping_version(text, "seed", f"seeded from {path.name}", self._now_ms(), if_latest=None)
         elif exact.loads(self.queue.get_mapping_version(latest)["document"].encode()) != exact.loads(text.encode()):
             log.warning("%s differs from the live mapping %s in the database, which wins; import the file through "
                         "the admin API to use it", path, version_name(latest))
@@ -77,10 +78,18 @@ class MappingStore:
             self._checked_at = now
             return self._cached
 
-    def save(self, text: str, author: str, comment: str) -> int:
-        """Validate, then store as the newest version; raise ConfigError and store nothing if invalid."""
+    def save(self, text: str, author: str, comment: str, based_on: int | None = None) -> int:
+        """Validate, then store as the newest version; raise ConfigError and store nothing if invalid.
+
+        With `based_on`, raise Conflict unless that version is still the newest, so an admin
+        editing from an old version never silently overwrites a colleague's later save."""
         compile_text(text, "candidate")
-        version = self.queue.save_mapping_version(text, author, comment, self._now_ms())
+        kwargs = {} if based_on is None else {"if_latest": based_on}
+        version = self.queue.save_mapping_version(text, author, comment, self._now_ms(), **kwargs)
+        if version is None:
+            latest = self.queue.latest_mapping_version()
+            raise Conflict(f"the live mappings are now {version_name(latest)} (saved by {self.get(latest)['author']}), "
+                           f"not {version_name(based_on)}; reload them and apply your edit again")
         self._checked_at = float("-inf")  # this process sees its own edit at once
         return version
 

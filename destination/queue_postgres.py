@@ -21,6 +21,9 @@ class PostgresQueue(SQLQueue):
     backend = "postgres"
     ids_sql = "= ANY(?)"
     claim_lock = " FOR UPDATE SKIP LOCKED"
+    # Serializes mapping saves across processes (released at commit), so "save only if v3 is
+    # still the newest" is one atomic step even under READ COMMITTED.
+    mapping_lock = "SELECT pg_advisory_xact_lock(4242001)"
 
     def __init__(self, url: str, pool_size: int = 10, delivery_log: bool = True, migrate: bool = True,
                  pool_timeout_s: float = POOL_WAIT_S):

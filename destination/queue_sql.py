@@ -20,12 +20,14 @@ _LOG_COLUMNS = "transaction_id, message_id, customer_id, outcome, status, answer
 MAX_ERROR = 1000
 RECENT_EVENTS_KEPT = 200
 MAX_ANSWER = 2000
+ANY = object()  # save_mapping_version: no condition on the newest version
 
 
 class SQLQueue:
     backend = "sql"
     ids_sql = ""  # how `id` is matched against one list parameter
     claim_lock = ""  # appended to the claim's inner SELECT
+    mapping_lock = ""  # run first in a mapping save; SQLite's BEGIN IMMEDIATE already serializes writers
 
     def __init__(self, delivery_log: bool = True):
         self.delivery_log = delivery_log
@@ -167,8 +169,18 @@ class SQLQueue:
             return db.execute("DELETE FROM delivery_log WHERE at_ms < ?", (before_ms,)).rowcount
 
     # -- mapping versions: every save is a new row; the newest row is the live mapping -----------
-    def save_mapping_version(self, document: str, author: str, comment: str, now_ms: int) -> int:
+    def save_mapping_version(self, document: str, author: str, comment: str, now_ms: int, if_latest=ANY) -> int | None:
+        """Store a new version and return its id. With `if_latest` (an id, or None for "no version
+        yet"), store only if that is still the newest version, else return None: the check and
+        the insert share one locked transaction, so two processes seeding, or two admins saving
+        from the same version, cannot both win."""
         with self._write() as db:
+            if self.mapping_lock:
+                db.execute(self.mapping_lock)
+            if if_latest is not ANY:
+                latest = db.execute("SELECT max(id) FROM mapping_versions").fetchone()[0]
+                if latest != if_latest:
+                    return None
             return db.execute("INSERT INTO mapping_versions (document, author, comment, created_at_ms)"
                               " VALUES (?, ?, ?, ?) RETURNING id", (document, author, comment, now_ms)).fetchone()[0]
 

@@ -247,3 +247,14 @@ def test_fixing_the_mapping_and_replaying_all_delivers_with_the_original_transac
     live.post([group_only(i, clock.iso()) for i in ids])
     wait_until(lambda: live.queue.depth() == 0, message="the retry to drain")
     assert len(sandbox.state.events) == 30 and sandbox.state.duplicates == 30
+
+
+def test_a_save_based_on_an_old_version_is_refused_so_no_edit_is_lost(admin):
+    admin.put("/admin/mappings", headers=AUTH, json={"document": with_customer_from_group(DEFAULT), "base_version": 1})
+    stale = admin.put("/admin/mappings", headers={"Authorization": "Bearer admin-token-two"},
+                      json={"document": DEFAULT, "base_version": 1, "comment": "bob's edit from v1"})
+    assert (stale.status_code, stale.json["code"]) == (409, "conflict")
+    assert stale.json["message"] == ("the live mappings are now v2 (saved by alice), not v1; "
+                                     "reload them and apply your edit again")
+    assert admin.get("/admin/mappings", headers=AUTH).json["document"] == with_customer_from_group(DEFAULT)
+    assert admin.put("/admin/mappings", headers=AUTH, json={"document": DEFAULT, "base_version": "1"}).status_code == 400

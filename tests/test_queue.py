@@ -126,6 +126,35 @@ def test_concurrent_claimers_never_share_an_event(open_store):
     assert first_claims == [25] * 6  # the simultaneous first claims were all served, none blocked out
 
 
+def test_processes_starting_together_seed_the_mappings_once(open_store, tmp_path):
+    """Eight stores on separate connections seed at the same instant: exactly one version results."""
+    from destination.mapping_store import MappingStore
+    from conftest import ROOT
+
+    stores = [MappingStore(open_store(), ROOT / "mappings" / "default.json") for _ in range(8)]
+    start = threading.Barrier(8)
+
+    def seed(store):
+        start.wait()
+        store.seed()
+
+    threads = [threading.Thread(target=seed, args=(s,)) for s in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert [v["id"] for v in stores[0].queue.list_mapping_versions()] == [1]
+
+
+def test_a_save_conditioned_on_a_stale_version_stores_nothing(open_store):
+    queue = open_store()
+    assert queue.save_mapping_version("{}", "a", "", 0, if_latest=None) == 1
+    assert queue.save_mapping_version("{}", "b", "", 0, if_latest=None) is None
+    assert queue.save_mapping_version("{}", "c", "", 0, if_latest=1) == 2
+    assert queue.save_mapping_version("{}", "d", "", 0, if_latest=1) is None
+    assert [v["author"] for v in queue.list_mapping_versions()] == ["c", "a"]
+
+
 def test_every_attempt_is_logged_and_searchable(open_store):
     queue = open_store()
     queue.enqueue(events(2), [], now_ms=0)
