@@ -53,10 +53,12 @@ def create_app(settings: Settings, queue: Queue | None = None, clock: Callable[[
     app.extensions["destination"] = runtime
 
     from .admin import blueprint as admin  # operators and admins; auth: ADMIN_TOKENS
+    from .admin_page import blueprint as admin_page  # the page holds no data; it calls /admin with the token
     from .receive import blueprint as receive  # the CDP-facing surface; auth: write keys (authenticate.py)
 
     app.register_blueprint(receive)
     app.register_blueprint(admin)
+    app.register_blueprint(admin_page)
     _observe_requests(app)
 
     @app.get("/healthz")

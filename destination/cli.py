@@ -15,6 +15,7 @@ from .errors import ConfigError
 log = logging.getLogger("destination.cli")
 SANDBOX_TOKEN = "sandbox-token"
 SANDBOX_WRITE_KEY = "sandbox-write-key"
+SANDBOX_ADMIN_TOKEN = "sandbox-admin-token"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +108,10 @@ def _start_sandbox(settings):
         # quickstart work with one command. Real deployments must set WRITE_KEYS.
         changes["write_keys"] = {SANDBOX_WRITE_KEY: "sandbox"}
         log.warning("sandbox mode: write key %r accepted (set WRITE_KEYS to choose your own)", SANDBOX_WRITE_KEY)
+    if not settings.admin_tokens:  # the same reasoning: so the quickstart can open /admin/ui/
+        changes["admin_tokens"] = {SANDBOX_ADMIN_TOKEN: "sandbox"}
+        log.warning("sandbox mode: admin token %r accepted at /admin (set ADMIN_TOKENS to choose your own)",
+                    SANDBOX_ADMIN_TOKEN)
     log.info("sandbox Metronome at %s (read back: %s/sandbox/totals)", sandbox.url, sandbox.url)
     return settings.replace(**changes), sandbox
 

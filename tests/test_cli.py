@@ -77,6 +77,9 @@ def test_serve_with_sandbox_receives_and_delivers_in_one_process(tmp_path):
         totals = wait_until(lambda: requests.get(f"http://127.0.0.1:{sandbox_port}/sandbox/totals", timeout=5).json(),
                             message="the event at the built-in sandbox")
         assert totals == {"c1": {"transfer": {"count": 1, "sums": {"bytes": "5000"}}}}
+        admin = requests.get(f"http://127.0.0.1:{port}/admin/mappings", timeout=5,
+                             headers={"Authorization": "Bearer sandbox-admin-token"})
+        assert (admin.status_code, admin.json()["version"]) == (200, "v1")
     finally:
         process.terminate()
         assert process.wait(30) == 0

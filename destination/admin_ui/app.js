@@ -1,0 +1,341 @@
+// The admin page: every read and write goes through the /admin JSON API with the admin token.
+// Event and mapping data is only ever written with textContent, never parsed as HTML.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { token: sessionStorage.getItem("adminToken") || "", live: null, editing: null, timer: null };
+const MARKER = "\u0000editing\u0000";
+
+async function api(method, path, body) {
+  const headers = { Authorization: "Bearer " + state.token };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch("/admin" + path, { method, headers, body });
+  const isJson = (response.headers.get("Content-Type") || "").includes("json");
+  const data = isJson ? await response.json() : await response.text();
+  if (response.status === 401) {
+    signOut(data.message || "the token was refused");
+    throw new Error("unauthorized");
+  }
+  return { status: response.status, ok: response.ok, data };
+}
+
+function row(cells, actions) {
+  const tr = document.createElement("tr");
+  for (const text of cells) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    tr.appendChild(td);
+  }
+  const td = document.createElement("td");
+  for (const [label, handler, name] of actions) {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = label;
+    if (name) button.dataset.action = name;
+    button.addEventListener("click", handler);
+    td.appendChild(button);
+  }
+  tr.appendChild(td);
+  return tr;
+}
+
+function when(ms) {
+  return ms ? new Date(ms).toISOString().replace("T", " ").slice(0, 19) + "Z" : "";
+}
+
+function say(id, text, kind) {
+  $(id).textContent = text;
+  $(id).className = kind || "";
+}
+
+// -- sign in ----------------------------------------------------------------------------------------
+
+async function signIn(token) {
+  state.token = token;
+  const answer = await api("GET", "/mappings").catch(() => null);
+  if (!answer || !answer.ok) return;
+  sessionStorage.setItem("adminToken", token);
+  $("login").hidden = true;
+  $("tabs").hidden = false;
+  showLive(answer.data);
+  showTab("mappings");
+}
+
+function signOut(message) {
+  sessionStorage.removeItem("adminToken");
+  state.token = "";
+  document.querySelectorAll(".tab").forEach((tab) => { tab.hidden = true; });
+  $("tabs").hidden = true;
+  $("login").hidden = false;
+  say("login-error", message || "", "error");
+}
+
+function showTab(name) {
+  document.querySelectorAll(".tab").forEach((tab) => { tab.hidden = tab.id !== name; });
+  document.querySelectorAll("#tabs [data-tab]").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
+  if (name === "versions") loadVersions();
+  if (name === "dead-letters") loadDeadLetters();
+}
+
+// -- mappings ---------------------------------------------------------------------------------------
+
+async function loadLive() {
+  const answer = await api("GET", "/mappings");
+  if (answer.ok) showLive(answer.data);
+}
+
+function showLive(live) {
+  state.live = live;
+  $("live-version").textContent = `live mappings ${live.version} · ${live.author} · ${when(live.created_at_ms)}`;
+  const rows = $("mapping-rows");
+  rows.replaceChildren();
+  live.document.mappings.forEach((mapping, index) => {
+    const tr = row([mapping.name, mapping.enabled === false ? "no" : "yes", JSON.stringify(mapping.trigger)],
+                   [["Edit", () => openEditor(index), "edit"]]);
+    tr.dataset.name = mapping.name;
+    rows.appendChild(tr);
+  });
+}
+
+function openEditor(index) {
+  const mappings = state.live.document.mappings;
+  const isNew = index === mappings.length;
+  const mapping = isNew ? { ...mappings[0], name: "new mapping" } : mappings[index];
+  state.editing = { index, base: state.live.id };
+  $("editor-name").textContent = isNew ? "a new mapping" : mapping.name;
+  $("mapping-editor").value = JSON.stringify(mapping, null, 2);
+  $("mapping-errors").replaceChildren();
+  say("save-status", "");
+  $("editor").hidden = false;
+  loadRecent();
+  schedulePreview();
+}
+
+// The document with the edited mapping's text spliced in as typed, so numbers stay exact.
+function candidateText() {
+  const document = { ...state.live.document, mappings: [...state.live.document.mappings] };
+  document.mappings[state.editing.index] = MARKER;
+  const edited = $("mapping-editor").value;
+  return JSON.stringify(document, null, 2).replace(JSON.stringify(MARKER), () => edited);  // a function: no "$&" patterns
+}
+
+function showErrors(lines) {
+  const list = $("mapping-errors");
+  list.replaceChildren();
+  for (const line of lines) {
+    const item = document.createElement("li");
+    item.textContent = line;
+    list.appendChild(item);
+  }
+}
+
+function parses(text, what) {
+  try {
+    JSON.parse(text);
+    return true;
+  } catch (error) {
+    return `${what} is not valid JSON: ${error.message}`;
+  }
+}
+
+function schedulePreview() {
+  clearTimeout(state.timer);
+  state.timer = setTimeout(preview, 250);
+}
+
+async function preview() {
+  const problem = parses($("mapping-editor").value, "the mapping");
+  if (problem !== true) {
+    showErrors([problem]);
+    say("preview-status", "fix the mapping to see a preview", "error");
+    return;
+  }
+  const eventText = $("preview-event").value.trim();
+  if (!eventText) {
+    showErrors([]);
+    say("preview-status", "paste an event or pick a recent one", "muted");
+    $("preview-output").textContent = "";
+    return;
+  }
+  const eventProblem = parses(eventText, "the event");
+  if (eventProblem !== true) {
+    say("preview-status", eventProblem, "error");
+    return;
+  }
+  const body = `{"document": ${candidateText()}, "event": ${eventText}}`;
+  const answer = await api("POST", "/preview", body);
+  if (!answer.ok) {
+    say("preview-status", answer.data.message || "the preview failed", "error");
+    return;
+  }
+  if (!answer.data.valid) {
+    showErrors(answer.data.mapping_errors);
+    say("preview-status", "the mapping is invalid; nothing can be previewed", "error");
+    $("preview-output").textContent = "";
+    return;
+  }
+  showErrors([]);
+  const [result] = answer.data.events;
+  const errors = result.errors.map((e) => `${e.code}: ${e.message}`);
+  say("preview-status", `${result.status}: ${result.usage_events.length} usage event(s)` +
+      (errors.length ? ` · ${errors.join(" · ")}` : ""), result.status === "accepted" ? "ok" : "error");
+  $("preview-output").textContent = JSON.stringify(result.usage_events, null, 2);
+}
+
+async function loadRecent() {
+  const answer = await api("GET", "/recent-events?limit=20");
+  const select = $("recent-events");
+  select.replaceChildren(new Option("recently received…", ""));
+  state.recent = answer.ok ? answer.data.events : [];
+  state.recent.forEach((item, i) => {
+    const event = item.event || {};
+    select.appendChild(new Option(`${when(item.received_at_ms)} ${event.type || "?"} ${event.event || ""} ${event.messageId || ""}`, String(i)));
+  });
+}
+
+async function save() {
+  const problem = parses($("mapping-editor").value, "the mapping");
+  if (problem !== true) return showErrors([problem]);
+  const comment = $("comment").value || `edited ${JSON.parse($("mapping-editor").value).name || "a mapping"}`;
+  const body = JSON.stringify({ document: candidateText(), comment, base_version: state.editing.base });
+  const answer = await api("PUT", "/mappings", body);
+  if (answer.status === 400 && answer.data.errors) {
+    showErrors(answer.data.errors);
+    return say("save-status", "not saved: the mapping is invalid", "error");
+  }
+  if (!answer.ok) return say("save-status", `not saved: ${answer.data.message}`, "error");
+  showLive(answer.data);
+  state.editing.base = answer.data.id;
+  state.editing.index = Math.min(state.editing.index, answer.data.document.mappings.length - 1);
+  say("save-status", `saved as ${answer.data.version}; it is live now`, "ok");
+}
+
+// -- versions ---------------------------------------------------------------------------------------
+
+async function loadVersions() {
+  const answer = await api("GET", "/mappings/versions?limit=200");
+  const rows = $("version-rows");
+  rows.replaceChildren();
+  if (!answer.ok) return;
+  answer.data.versions.forEach((v, i) => {
+    const actions = [["View", () => viewVersion(v.id), "view"], ["Export", () => exportVersion(v.id), "export"]];
+    if (i > 0) actions.push(["Roll back to this", () => rollback(v.id), "rollback"]);
+    const tr = row([v.version, when(v.created_at_ms), v.author, v.comment], actions);
+    tr.dataset.version = v.version;
+    rows.appendChild(tr);
+  });
+}
+
+async function viewVersion(id) {
+  const answer = await api("GET", `/mappings/versions/${id}`);
+  $("version-document").textContent = answer.ok ? answer.data.text : answer.data.message;
+}
+
+async function exportVersion(id) {
+  const answer = await api("GET", `/mappings/versions/${id}/export`);
+  if (!answer.ok) return say("version-status", answer.data.message, "error");
+  const text = typeof answer.data === "string" ? answer.data : JSON.stringify(answer.data, null, 2);
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+  link.download = `mappings-v${id}.json`;
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
+async function rollback(id) {
+  const answer = await api("POST", "/mappings/rollback", JSON.stringify({ version: id }));
+  if (!answer.ok) return say("version-status", answer.data.message, "error");
+  say("version-status", `rolled back to v${id}: live mappings are now ${answer.data.version}`, "ok");
+  await loadLive();
+  loadVersions();
+}
+
+// -- dead letters -----------------------------------------------------------------------------------
+
+function letterFilters() {
+  const filters = {};
+  if ($("dl-code").value.trim()) filters.code = $("dl-code").value.trim();
+  if ($("dl-stage").value) filters.stage = $("dl-stage").value;
+  if ($("dl-since").value) filters.since_ms = new Date($("dl-since").value).getTime();
+  if ($("dl-until").value) filters.until_ms = new Date($("dl-until").value).getTime();
+  return filters;
+}
+
+async function loadDeadLetters() {
+  const query = new URLSearchParams({ ...letterFilters(), limit: "500" });
+  const answer = await api("GET", `/dead-letters?${query}`);
+  const rows = $("dl-rows");
+  rows.replaceChildren();
+  if (!answer.ok) return say("dl-status", answer.data.message, "error");
+  $("dl-total").textContent = `(${answer.data.count} shown of ${answer.data.total})`;
+  for (const letter of answer.data.dead_letters) {
+    const tr = row([String(letter.id), when(letter.dead_lettered_at_ms), letter.code, letter.reason,
+                    letter.mapping_version, letter.transaction_id || ""],
+                   [["Inspect", () => inspect(letter), "inspect"], ["Replay", () => replay(`/dead-letters/${letter.id}/replay`), "replay"],
+                    ["Delete", () => remove(letter.id), "delete"]]);
+    tr.dataset.id = String(letter.id);
+    rows.appendChild(tr);
+  }
+}
+
+function inspect(letter) {
+  $("dl-detail").textContent = JSON.stringify({ id: letter.id, reason: letter.reason, code: letter.code,
+    stage: letter.stage, mapping_version: letter.mapping_version, source: letter.source, attempts: letter.attempts,
+    event: letter.event }, null, 2);
+}
+
+async function replay(path, body) {
+  const answer = await api("POST", path, body);
+  if (!answer.ok) return say("dl-status", answer.data.message, "error");
+  const r = answer.data;
+  say("dl-status", `replayed ${r.replayed}: ${r.resolved} resolved, ${r.still_dead} still refused, ` +
+      `${r.usage_events_queued} usage event(s) queued for delivery`, r.still_dead ? "error" : "ok");
+  loadDeadLetters();
+}
+
+async function remove(id) {
+  if (!window.confirm(`Delete dead letter ${id}? Its event will not be billed.`)) return;
+  const answer = await api("DELETE", `/dead-letters/${id}`);
+  say("dl-status", answer.ok ? `deleted ${answer.data.deleted}` : answer.data.message, answer.ok ? "ok" : "error");
+  loadDeadLetters();
+}
+
+function bulkBody() {
+  const filters = letterFilters();
+  return JSON.stringify(Object.keys(filters).length ? filters : { all: true });
+}
+
+async function removeAll() {
+  if (!window.confirm("Delete every dead letter matching the filter? Their events will not be billed.")) return;
+  const answer = await api("POST", "/dead-letters/delete", bulkBody());
+  say("dl-status", answer.ok ? `deleted ${answer.data.deleted}` : answer.data.message, answer.ok ? "ok" : "error");
+  loadDeadLetters();
+}
+
+// -- wiring -----------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("login-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    signIn($("token").value);
+  });
+  $("logout").addEventListener("click", () => signOut(""));
+  document.querySelectorAll("#tabs [data-tab]").forEach((b) => b.addEventListener("click", () => showTab(b.dataset.tab)));
+  $("new-mapping").addEventListener("click", () => openEditor(state.live.document.mappings.length));
+  $("mapping-editor").addEventListener("input", schedulePreview);
+  $("preview-event").addEventListener("input", schedulePreview);
+  $("recent-events").addEventListener("change", (e) => {
+    const picked = state.recent[Number(e.target.value)];
+    if (picked) $("preview-event").value = JSON.stringify(picked.event, null, 2);
+    schedulePreview();
+  });
+  $("save").addEventListener("click", save);
+  $("cancel").addEventListener("click", () => { $("editor").hidden = true; });
+  $("dl-filter").addEventListener("submit", (e) => {
+    e.preventDefault();
+    loadDeadLetters();
+  });
+  $("dl-replay-all").addEventListener("click", () => replay("/dead-letters/replay", bulkBody()));
+  $("dl-delete-all").addEventListener("click", removeAll);
+  if (state.token) signIn(state.token);
+});

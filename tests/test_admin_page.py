@@ -1,0 +1,180 @@
+"""The admin page in a real headless Chromium: fix a mapping with a live preview, save it, and
+replay the events it refused; they reach the sandbox with their original transaction_ids.
+
+Needs Debian's chromium and chromium-driver (.ci/run installs them). Without them the test skips
+and says so, except under CI=true, where a missing browser fails the run rather than hiding it.
+Set SCREENSHOT_DIR to keep the screenshots it takes.
+"""
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from destination.app import create_app
+from conftest import ROOT, LiveService, wait_until
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+ADMIN = "page-admin-token"
+MAPPING = json.loads((ROOT / "mappings" / "default.json").read_text())["mappings"][0]
+
+
+def _need_browser():
+    missing = [name for name, path in (("chromium", CHROMIUM), ("chromedriver", CHROMEDRIVER)) if not path]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        missing.append("selenium (pip)")
+    if missing:
+        message = f"no browser for the admin page test: {', '.join(missing)} missing; apt-get install chromium chromium-driver"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def browser(tmp_path):
+    _need_browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1400,1000", f"--user-data-dir={tmp_path / 'chromium'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def live(settings, queue, clock, sandbox):
+    settings = settings.replace(admin_tokens={ADMIN: "alice"})
+    service = LiveService(create_app(settings, queue=queue, clock=clock), settings, queue, clock).start()
+    yield service
+    service.close()
+
+
+def screenshot(driver, tmp_path, name: str) -> Path:
+    folder = Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    driver.save_screenshot(str(path))
+    print(f"screenshot: {path}")
+    return path
+
+
+class Page:
+    def __init__(self, driver, url):
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        self.driver, self.By = driver, By
+        self.wait = WebDriverWait(driver, 15)
+        driver.get(url + "/admin/ui/")
+
+    def el(self, element_id):
+        return self.driver.find_element(self.By.ID, element_id)
+
+    def css(self, selector):
+        return self.driver.find_elements(self.By.CSS_SELECTOR, selector)
+
+    def until_text(self, element_id, *fragments):
+        self.wait.until(lambda _: all(f in self.el(element_id).text for f in fragments),
+                        f"#{element_id} to show {fragments}; it shows {self.el(element_id).text!r}")
+        return self.el(element_id).text
+
+    def type_into(self, element_id, text):
+        box = self.el(element_id)
+        box.clear()
+        box.send_keys(text)
+
+    def sign_in(self, token):
+        self.type_into("token", token)
+        self.el("login-button").click()
+
+
+def group_only(message_id: str, when: str) -> dict:
+    return {"type": "track", "event": "seat_hours", "messageId": message_id, "timestamp": when,
+            "context": {"groupId": "org_42"}, "properties": {"hours": 3}}
+
+
+def test_a_wrong_token_sees_nothing(browser, live):
+    page = Page(browser, live.url)
+    page.sign_in("not-the-token")
+    page.until_text("login-error", "valid admin token")
+    assert page.el("tabs").is_displayed() is False and page.css("#mapping-rows tr") == []
+
+
+def test_fixing_a_mapping_in_the_page_saves_the_events_it_refused(browser, live, sandbox, clock, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    ids = [f"grp-{i:02d}" for i in range(12)]
+    assert live.post([group_only(i, clock.iso()) for i in ids]).json()["refused"] == 12
+
+    page = Page(browser, live.url)
+    page.sign_in(ADMIN)
+    page.wait.until(lambda _: page.css('#mapping-rows tr[data-name="track events as usage"]'), "the mapping list")
+    assert page.el("live-version").text.startswith("live mappings v1")
+    page.css('#mapping-rows tr[data-name="track events as usage"] button[data-action="edit"]')[0].click()
+
+    # A refused event, picked from the recently received ones: the preview says why.
+    page.wait.until(lambda _: len(Select(page.el("recent-events")).options) > 1, "recent events")
+    Select(page.el("recent-events")).select_by_index(1)
+    page.until_text("preview-status", "refused", "missing_customer_id")
+
+    # An invalid edit is shown inline, with its location.
+    broken = {**MAPPING, "fields": {**MAPPING["fields"], "customer_id": {"path": "$.context.groupId["}}}
+    page.type_into("mapping-editor", json.dumps(broken, indent=2))
+    page.until_text("mapping-errors", "/mappings/0/fields/customer_id/path:")
+
+    # The fix: the preview changes to the usage event Metronome would get.
+    fixed = {**MAPPING, "fields": {**MAPPING["fields"], "customer_id": {"path": ["$.userId", "$.anonymousId", "$.context.groupId"]}}}
+    page.type_into("mapping-editor", json.dumps(fixed, indent=2))
+    page.until_text("preview-status", "accepted: 1 usage event")
+    assert '"customer_id": "org_42"' in page.until_text("preview-output", "org_42")
+    assert page.el("mapping-errors").text == ""
+    screenshot(browser, tmp_path, "admin-page-preview.png")
+    assert sandbox.state.requests == []  # a preview sends nothing
+
+    page.type_into("comment", "B2B senders put the account in context.groupId")
+    page.el("save").click()
+    page.until_text("save-status", "saved as v2")
+    page.until_text("live-version", "live mappings v2 · alice")
+
+    page.css('#tabs [data-tab="versions"]')[0].click()
+    page.wait.until(lambda _: len(page.css("#version-rows tr")) == 2, "two versions")
+    assert "B2B senders" in page.css('#version-rows tr[data-version="v2"]')[0].text
+
+    page.css('#tabs [data-tab="dead-letters"]')[0].click()
+    page.wait.until(lambda _: len(page.css("#dl-rows tr")) == 12, "12 dead letters")
+    page.type_into("dl-code", "missing_customer_id")
+    page.el("dl-apply").click()
+    page.el("dl-replay-all").click()
+    page.until_text("dl-status", "replayed 12: 12 resolved, 0 still refused, 12 usage event(s) queued")
+
+    delivered = wait_until(lambda: len(sandbox.state.events) == 12 and dict(sandbox.state.events), message="the replayed events")
+    assert sorted(delivered) == ids  # the original transaction_ids
+    assert {e["customer_id"] for e in delivered.values()} == {"org_42"}
+    page.wait.until(lambda _: page.css("#dl-rows tr") == [], "the dead letters to be gone")
+    screenshot(browser, tmp_path, "admin-page-after-replay.png")
+
+    # Roll back from the page: the old document is live again as v3.
+    page.css('#tabs [data-tab="versions"]')[0].click()
+    page.wait.until(lambda _: page.css('#version-rows tr[data-version="v1"] button[data-action="rollback"]'), "v1's rollback")
+    page.css('#version-rows tr[data-version="v1"] button[data-action="rollback"]')[0].click()
+    page.until_text("version-status", "live mappings are now v3")
+    live_doc = requests.get(live.url + "/admin/mappings", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=5).json()
+    assert (live_doc["version"], live_doc["document"]["mappings"][0]) == ("v3", MAPPING)
+
+
+def test_the_page_is_served_with_a_strict_policy_and_no_data(live):
+    answer = requests.get(live.url + "/admin/ui/", timeout=5)
+    assert answer.status_code == 200 and "script-src 'self'" in answer.headers["Content-Security-Policy"]
+    assert answer.headers["Cache-Control"] == "no-store" and "<script src=\"/admin/ui/app.js\"" in answer.text
+    assert "track events as usage" not in answer.text
+    assert requests.get(live.url + "/admin/ui/secrets.txt", timeout=5).status_code == 404
