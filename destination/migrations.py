@@ -10,6 +10,24 @@ from __future__ import annotations
 # Tables added after the first release are written once and typed per backend.
 _SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "int": "INTEGER"}
 _POSTGRES_TYPES = {"id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "blob": "BYTEA", "int": "BIGINT"}
+# Refused events, and the sender's shared state (the halt flag).
+_DEAD_LETTERS = """
+    CREATE TABLE dead_letters (
+        id {id},
+        transaction_id TEXT,
+        raw {blob} NOT NULL,
+        payload {blob},
+        code TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        mapping_version TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        received_at_ms {int} NOT NULL,
+        dead_lettered_at_ms {int} NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX dead_letters_code ON dead_letters (code, dead_lettered_at_ms);
+    CREATE TABLE sender_state (key TEXT PRIMARY KEY, value TEXT);
+"""
 _DELIVERY_LOG = """
     CREATE TABLE delivery_log (
         id {id},
@@ -65,21 +83,7 @@ SQLITE = [
         last_error TEXT
     );
     CREATE INDEX outbox_ready ON outbox (available_at_ms, id);
-    CREATE TABLE dead_letters (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        transaction_id TEXT,
-        raw BLOB NOT NULL,
-        payload BLOB,
-        code TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        mapping_version TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        received_at_ms INTEGER NOT NULL,
-        dead_lettered_at_ms INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX dead_letters_code ON dead_letters (code, dead_lettered_at_ms);
-    CREATE TABLE sender_state (key TEXT PRIMARY KEY, value TEXT);
+    """ + _DEAD_LETTERS.format(**_SQLITE_TYPES) + """
     """,
     """
     ALTER TABLE outbox ADD COLUMN message_id TEXT;
@@ -108,21 +112,7 @@ POSTGRES = [
         customer_id TEXT
     );
     CREATE INDEX outbox_ready ON outbox (available_at_ms, id);
-    CREATE TABLE dead_letters (
-        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        transaction_id TEXT,
-        raw BYTEA NOT NULL,
-        payload BYTEA,
-        code TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        mapping_version TEXT NOT NULL,
-        stage TEXT NOT NULL,
-        received_at_ms BIGINT NOT NULL,
-        dead_lettered_at_ms BIGINT NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0
-    );
-    CREATE INDEX dead_letters_code ON dead_letters (code, dead_lettered_at_ms);
-    CREATE TABLE sender_state (key TEXT PRIMARY KEY, value TEXT);
+    """ + _DEAD_LETTERS.format(**_POSTGRES_TYPES) + """
     """ + _DELIVERY_LOG.format(**_POSTGRES_TYPES) + """
     """,
     _MAPPINGS_AND_SAMPLES.format(**_POSTGRES_TYPES),

@@ -184,6 +184,17 @@ def service(app, settings, queue, clock):
     live.close()
 
 
+def write_key_header(how: str, key: str = WRITE_KEY) -> dict:
+    """The Authorization header a sender uses to present a write key: "basic" (key as user,
+    empty password), "basic-no-colon" (no password part at all) or "bearer"."""
+    import base64
+
+    if how == "bearer":
+        return {"Authorization": f"Bearer {key}"}
+    user = f"{key}:" if how == "basic" else key
+    return {"Authorization": "Basic " + base64.b64encode(user.encode()).decode()}
+
+
 def track(message_id: str, when: str, customer: str = "cust_1", event: str = "transfer", **properties) -> dict:
     return {"type": "track", "event": event, "messageId": message_id, "userId": customer,
             "timestamp": when, "properties": properties}

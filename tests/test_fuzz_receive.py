@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings as hypothesis_settings, stra
 
 from destination.app import create_app
 from destination.queue_sqlite import SQLiteQueue
-from conftest import DATA, WRITE_KEY
+from conftest import DATA, write_key_header
 
 EXAMPLES = 10_000
 SECRET = "fuzz-webhook-secret"
@@ -69,12 +69,8 @@ def requests_(draw):
     body = draw(BODIES)
     headers = {}
     auth = draw(st.sampled_from(["none", "basic", "basic-no-colon", "bearer", "random", "signature", "bad-signature", "secret"]))
-    if auth == "basic":
-        headers["Authorization"] = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-    elif auth == "basic-no-colon":
-        headers["Authorization"] = "Basic " + base64.b64encode(WRITE_KEY.encode()).decode()
-    elif auth == "bearer":
-        headers["Authorization"] = f"Bearer {WRITE_KEY}"
+    if auth in ("basic", "basic-no-colon", "bearer"):
+        headers.update(write_key_header(auth))
     elif auth == "random":
         headers["Authorization"] = draw(HEADER_TEXT)
     elif auth == "bad-signature":
