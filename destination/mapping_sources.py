@@ -47,12 +47,16 @@ class Source:
 
     def resolve(self, field: str, event: dict):
         value = self.origin(event, field)
-        if not is_empty(value) and self.transforms:
+        if self.transforms and not is_empty(value):
             value = transforms.apply(self.transforms, value, field)
-        return self.default if is_empty(value) else value
+        return self.default if value is None or value == "" else value
 
 
 def _first_of(getters: tuple[Getter, ...]) -> Origin:
+    if len(getters) == 1:  # the common case, without the loop
+        [getter] = getters
+        return lambda event, field: _single(getter, event, field)
+
     def origin(event, field):
         for getter in getters:
             value = _single(getter, event, field)

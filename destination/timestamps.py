@@ -47,6 +47,15 @@ def _from_epoch(number) -> datetime:
 
 
 def _from_iso(text: str, original: str) -> datetime:
+    try:  # the common RFC 3339 forms parse directly (fractions past 6 digits are truncated)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return _from_iso_variant(text, original)
+    return moment.replace(tzinfo=_UTC) if moment.tzinfo is None else moment.astimezone(_UTC)
+
+
+def _from_iso_variant(text: str, original: str) -> datetime:
+    """The forms fromisoformat refuses as written: long fractions with offsets, `+0000`, ..."""
     candidate = text
     if candidate[-1:] in ("z", "Z"):
         candidate = candidate[:-1] + "+00:00"

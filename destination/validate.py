@@ -80,6 +80,9 @@ def property_strings(properties) -> dict:
     out = {}
     try:
         for key, value in properties.items():
+            if type(value) is str:  # most values: skip the call (a fifth of the hot path's time)
+                out[key] = value
+                continue
             text = to_metronome_string(value)
             if text is not None:
                 out[key] = text
