@@ -21,6 +21,8 @@ class PostgresQueue(SQLQueue):
     backend = "postgres"
     ids_sql = "= ANY(?)"
     claim_lock = " FOR UPDATE SKIP LOCKED"
+    prune_recent_sql = ("DELETE FROM recent_events WHERE id IN (SELECT id FROM recent_events"
+                        " WHERE id <= (SELECT max(id) FROM recent_events) - ? FOR UPDATE SKIP LOCKED)")
     # Serializes mapping saves across processes (released at commit), so "save only if v3 is
     # still the newest" is one atomic step even under READ COMMITTED.
     mapping_lock = "SELECT pg_advisory_xact_lock(4242001)"

@@ -10,6 +10,7 @@ import dataclasses
 import uuid
 from contextlib import AbstractContextManager
 
+from .group_commit import GroupCommit
 from .queue import Claim, ClaimedEvent, DeadLetter, DeliveryNote, QueuedEvent
 
 DEAD_LETTER_COLUMNS = (
@@ -27,10 +28,17 @@ class SQLQueue:
     backend = "sql"
     ids_sql = ""  # how `id` is matched against one list parameter
     claim_lock = ""  # appended to the claim's inner SELECT
+    # Keep the newest RECENT_EVENTS_KEPT samples. Rows another transaction is deleting are left to
+    # it (Postgres: SKIP LOCKED), so concurrent requests never wait on, or deadlock over, a sample.
+    prune_recent_sql = "DELETE FROM recent_events WHERE id <= (SELECT max(id) FROM recent_events) - ?"
+    group_commits = False
     mapping_lock = ""  # run first in a mapping save; SQLite's BEGIN IMMEDIATE already serializes writers
 
     def __init__(self, delivery_log: bool = True):
         self.delivery_log = delivery_log
+        # SQLite has one writer at a time, so concurrent enqueues share its commits (group_commit.py);
+        # Postgres commits many connections in parallel and groups WAL flushes itself.
+        self._group = GroupCommit(self._write) if self.group_commits else None
 
     # -- supplied by each backend ------------------------------------------------------------
     def _write(self) -> AbstractContextManager:
@@ -51,19 +59,23 @@ class SQLQueue:
     def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int,
                 samples: tuple = (), source: str | None = None) -> int:
         rows = _outbox_rows(events, now_ms)
-        with self._write() as db:
-            inserted = self._insert_events(db, rows) if rows else 0
-            if dead_letters:
-                db.executemany(
-                    f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
-                    [(d.transaction_id, d.raw, d.payload, d.code, d.reason, d.mapping_version, d.stage, now_ms, now_ms,
-                      d.source) for d in dead_letters],
-                )
-            if samples:  # a few raw events per request, so an admin can preview mappings on real traffic
-                db.executemany("INSERT INTO recent_events (raw, source, received_at_ms) VALUES (?, ?, ?)",
-                               [(raw, source, now_ms) for raw in samples])
-                db.execute("DELETE FROM recent_events WHERE id <= (SELECT max(id) FROM recent_events) - ?",
-                           (RECENT_EVENTS_KEPT,))
+        if self._group is None:
+            with self._write() as db:
+                return self._enqueue_in(db, rows, dead_letters, now_ms, samples, source)
+        return self._group.run(lambda db: self._enqueue_in(db, rows, dead_letters, now_ms, samples, source))
+
+    def _enqueue_in(self, db, rows, dead_letters, now_ms, samples, source) -> int:
+        inserted = self._insert_events(db, rows) if rows else 0
+        if dead_letters:
+            db.executemany(
+                f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                [(d.transaction_id, d.raw, d.payload, d.code, d.reason, d.mapping_version, d.stage, now_ms, now_ms,
+                  d.source) for d in dead_letters],
+            )
+        if samples:  # a few raw events per request, so an admin can preview mappings on real traffic
+            db.executemany("INSERT INTO recent_events (raw, source, received_at_ms) VALUES (?, ?, ?)",
+                           [(raw, source, now_ms) for raw in samples])
+            db.execute(self.prune_recent_sql, (RECENT_EVENTS_KEPT,))
         return inserted
 
     def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:

@@ -1,0 +1,90 @@
+"""Group commit: requests that arrive while a commit is in flight share the next transaction.
+
+Every accepted request must be committed before it is answered, and a commit costs the same
+for one event as for a hundred (an fsync, a lock handoff). Under load, threads of one process
+queue their work here; one of them (the leader) runs everything queued in one transaction, each
+piece inside its own savepoint so one failure does not undo the others, commits, and wakes them.
+Then the next waiting thread leads the next group, so no thread works for others indefinitely.
+Nobody is answered before the commit that holds their rows has succeeded.
+"""
+from __future__ import annotations
+
+import threading
+from typing import Callable
+
+MAX_GROUP = 64  # pieces per transaction: bounds one commit's size and its waiters' latency
+
+
+class _Piece:
+    __slots__ = ("work", "wake", "lead", "finished", "result", "error")
+
+    def __init__(self, work):
+        self.work = work
+        self.wake = threading.Event()
+        self.lead = False  # set when the previous leader hands this thread the next group
+        self.finished = False
+        self.result = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    def __init__(self, transaction: Callable):
+        """`transaction()` is a context manager giving a db handle that commits on a clean exit."""
+        self._transaction = transaction
+        self._lock = threading.Lock()
+        self._pending: list[_Piece] = []
+        self._leading = False  # whether some thread is running (or about to run) a group
+
+    def run(self, work: Callable):
+        """Run `work(db)` in a committed transaction, possibly shared; return its result or raise its error."""
+        piece = _Piece(work)
+        with self._lock:
+            self._pending.append(piece)  # with no leader, the queue was empty: this piece is first
+            piece.lead = not self._leading
+            self._leading = True
+        if not piece.lead:
+            piece.wake.wait()  # until our group committed, or we are handed the lead
+        if not piece.finished:
+            self._lead()  # the group we lead starts with our own piece
+        if piece.error is not None:
+            raise piece.error
+        return piece.result
+
+    def _lead(self) -> None:
+        with self._lock:
+            group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        try:
+            self._commit(group)
+        finally:
+            for piece in group:
+                piece.finished = True
+                piece.wake.set()
+            with self._lock:
+                successor = self._pending[0] if self._pending else None
+                self._leading = successor is not None
+            if successor is not None:
+                successor.lead = True
+                successor.wake.set()
+
+    def _commit(self, group: list[_Piece]) -> None:
+        if len(group) == 1:  # alone: its own transaction, no savepoint needed
+            piece = group[0]
+            try:
+                with self._transaction() as db:
+                    piece.result = piece.work(db)
+            except Exception as exc:
+                piece.result, piece.error = None, exc
+            return
+        try:
+            with self._transaction() as db:
+                for index, piece in enumerate(group):
+                    db.execute(f"SAVEPOINT piece_{index}")
+                    try:
+                        piece.result = piece.work(db)
+                    except Exception as exc:  # this piece alone is undone, and its caller told why
+                        db.execute(f"ROLLBACK TO SAVEPOINT piece_{index}")
+                        piece.error = exc
+                    db.execute(f"RELEASE SAVEPOINT piece_{index}")
+        except Exception as exc:  # the transaction failed: nothing in the group was stored
+            for piece in group:
+                piece.result, piece.error = None, exc
