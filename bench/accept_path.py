@@ -1,0 +1,119 @@
+"""Accept path: POSTs to gunicorn serving the app, durable into SQLite and into Postgres, against
+a minimal relay under the same gunicorn settings and the same load generator in the same run.
+
+Usage: python bench/accept_path.py [--seconds 5] [--runs 3]
+Postgres comes from DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test); the bench
+works in a schema of its own and drops it. Prints a table and a JSON line of medians.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+import loadgen  # noqa: E402
+
+POSTGRES = os.environ.get("DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(command: list[str], env: dict, port: int, cwd: Path = ROOT):
+    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env, "PORT": str(port)},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        loadgen.wait_listening(port, "/healthz")
+        yield
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+@contextmanager
+def postgres_schema():
+    import psycopg
+
+    name = "bench_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        separator = "&" if "?" in POSTGRES else "?"
+        yield f"{POSTGRES}{separator}options={quote(f'-csearch_path={name}')}"
+    finally:
+        with psycopg.connect(POSTGRES, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def app_env(store: dict) -> dict:
+    return {"WRITE_KEYS": f"bench:{loadgen.WRITE_KEY}", "METRONOME_API_TOKEN": "bench", "DELIVER_IN_WEB": "false",
+            "METRONOME_BASE_URL": "http://127.0.0.1:9", "HOST": "127.0.0.1", "DATABASE_URL": "", **store}
+
+
+def measure(port: int, path: str, per_request: int, args, label: str) -> dict:
+    loadgen.run(port, path, per_request, 1.0, tag=f"warm-{label}-{uuid.uuid4().hex[:6]}")
+    runs = [loadgen.run(port, path, per_request, args.seconds, tag=f"{label}-{uuid.uuid4().hex[:6]}",
+                        threads=4 if per_request > 1 else 8) for _ in range(args.runs)]
+    refused = {s: n for r in runs for s, n in r["statuses"].items() if s != 200}
+    if refused:
+        raise SystemExit(f"{label}: answers other than 200: {refused}")
+    return loadgen.medians(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    gunicorn = [str(Path(sys.executable).parent / "gunicorn")]
+    app_command = gunicorn + ["--config", "python:destination.gunicorn_config", "destination.wsgi:app"]
+    # The relay gets what gunicorn_config gives the app: 2 processes x 8 threads, gthread, keep-alive 5 s.
+    relay_command = gunicorn + ["-w", "2", "-k", "gthread", "--threads", "8", "--keep-alive", "5",
+                                "--chdir", str(ROOT / "bench"), "minimal_relay:app"]
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        with server(relay_command, {}, port):
+            # The relay has no /healthz; any answer below 500 means it is up.
+            results["relay_batch100"] = measure(port, "/v1/batch", 100, args, "relay-batch")
+            results["relay_single"] = measure(port, "/v1/track", 1, args, "relay-single")
+        port = free_port()
+        with server(app_command, app_env({"SQLITE_PATH": f"{tmp}/bench.sqlite3"}), port):
+            results["sqlite_batch100"] = measure(port, "/v1/batch", 100, args, "sqlite-batch")
+            results["sqlite_single"] = measure(port, "/v1/track", 1, args, "sqlite-single")
+        with postgres_schema() as url:
+            subprocess.run([sys.executable, "-m", "destination", "migrate"], cwd=ROOT, check=True, capture_output=True,
+                           env={**os.environ, **app_env({"DATABASE_URL": url})})
+            port = free_port()
+            with server(app_command, app_env({"DATABASE_URL": url}), port):
+                results["postgres_batch100"] = measure(port, "/v1/batch", 100, args, "postgres-batch")
+                results["postgres_single"] = measure(port, "/v1/track", 1, args, "postgres-single")
+    relay = results["relay_batch100"]["events_per_s"]
+    summary = {"benchmark": "accept_path", "seconds": args.seconds, "runs": args.runs, **results,
+               "sqlite_batch_vs_relay": round(results["sqlite_batch100"]["events_per_s"] / relay, 3),
+               "postgres_batch_vs_relay": round(results["postgres_batch100"]["events_per_s"] / relay, 3)}
+    print(f"{'case':20} {'events/s':>10} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8}")
+    for case, figures in results.items():
+        print(f"{case:20} {figures['events_per_s']:>10.0f} {figures['requests_per_s']:>11.0f} "
+              f"{figures['p50_ms']:>8.1f} {figures['p99_ms']:>8.1f}")
+    print(f"accept path as a share of the relay (100-event batches): SQLite {summary['sqlite_batch_vs_relay']:.0%}, "
+          f"Postgres {summary['postgres_batch_vs_relay']:.0%}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
