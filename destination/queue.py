@@ -76,6 +76,9 @@ class Queue(Protocol):
     def ack(self, owner: str, ids: list[int], note: DeliveryNote | None = None) -> int:
         """Delivered: remove the events this owner still holds; return how many."""
 
+    def ack_many(self, owner: str, batches: list[tuple[list[int], DeliveryNote | None]]) -> list[int]:
+        """`ack` for several batches in one transaction; how many rows each removed."""
+
     def retry_later(self, owner: str, ids: list[int], available_at_ms: int, error: str, count_attempt: bool = True,
                     note: DeliveryNote | None = None) -> None:
         """Put events back to be claimed again at `available_at_ms`."""

@@ -91,10 +91,17 @@ class SQLQueue:
         return Claim(owner, [ClaimedEvent(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows])
 
     def ack(self, owner: str, ids: list[int], note: DeliveryNote | None = None) -> int:
+        return self.ack_many(owner, [(ids, note)])[0]
+
+    def ack_many(self, owner: str, batches: list[tuple[list[int], DeliveryNote | None]]) -> list[int]:
+        """Several delivered batches in one transaction (one commit); how many rows each removed."""
         with self._write() as db:
-            self._log(db, owner, ids, "delivered", note)
-            return db.execute(f"DELETE FROM outbox WHERE lease_owner = ? AND id {self.ids_sql}",
-                              (owner, self._ids(ids))).rowcount
+            removed = []
+            for ids, note in batches:
+                self._log(db, owner, ids, "delivered", note)
+                removed.append(db.execute(f"DELETE FROM outbox WHERE lease_owner = ? AND id {self.ids_sql}",
+                                          (owner, self._ids(ids))).rowcount)
+            return removed
 
     def retry_later(self, owner, ids, available_at_ms, error, count_attempt=True, note=None) -> None:
         with self._write() as db:

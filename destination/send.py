@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 
 import requests
 
@@ -19,6 +20,14 @@ class Sender:
         self.timeout = (connect_timeout_s, read_timeout_s)
         self.gzip_level = gzip_level
         self.session = session or requests.Session()
+        # requests re-reads proxy and CA-bundle variables from the environment on every call (a
+        # tenth of a worker's time). Read them once here: they cannot change in a running process.
+        if self.session.trust_env:
+            self.session.proxies.update(requests.utils.get_environ_proxies(self.url))
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            if bundle:
+                self.session.verify = bundle
+            self.session.trust_env = False
         self.session.headers.update({
             "Authorization": f"Bearer {token}",
             "Content-Type": "application/json",

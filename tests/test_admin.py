@@ -244,6 +244,7 @@ def test_fixing_the_mapping_and_replaying_all_delivers_with_the_original_transac
     assert admin.get(live.url + "/admin/dead-letters").json()["total"] == 0
     # A second replay (nothing left) and a CDP retry of the same events create no new usage.
     assert admin.post(live.url + "/admin/dead-letters/replay", json={"all": True}).json()["replayed"] == 0
+    wait_until(lambda: live.queue.depth() == 0, message="the replayed events to be acked")
     live.post([group_only(i, clock.iso()) for i in ids])
     wait_until(lambda: live.queue.depth() == 0, message="the retry to drain")
     assert len(sandbox.state.events) == 30 and sandbox.state.duplicates == 30

@@ -230,6 +230,7 @@ def test_sending_the_same_llm_call_again_gives_no_new_usage_at_the_sandbox(llm_s
     totals = wait_until(lambda: requests.get(sandbox.url + "/sandbox/totals", timeout=5).json())
     assert totals["u-1"]["input_tokens"] == {"count": 20, "sums": {"tokens": "24000"}}
     assert totals["u-1"]["output_tokens"] == {"count": 20, "sums": {"tokens": "6200"}}
+    wait_until(lambda: llm_service.queue.depth() == 0, message="the first delivery to be acked")
     assert llm_service.post(calls).json()["accepted"] == 20  # the CDP retries the whole batch
     wait_until(lambda: sandbox.state.duplicates == 40, message="the retry to be deduplicated")
     assert requests.get(sandbox.url + "/sandbox/totals", timeout=5).json() == totals

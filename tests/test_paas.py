@@ -90,10 +90,12 @@ def test_the_procfile_lines_run_as_written(settings, sandbox, tmp_path, clock):
                                auth=(WRITE_KEY, ""), timeout=10)
         assert answer.status_code == 200 and answer.json()["accepted"] == 10
         wait_until(lambda: len(sandbox.state.events) == 10, timeout=30, message="the worker line to deliver")
-        assert requests.get(url + "/readyz", timeout=5).json()["status"] == "ready"
-        page = requests.get(url + "/metrics", timeout=5).text
+        # The sandbox holds the events a moment before the worker has read its answer and acked.
+        page = wait_until(lambda: (text := requests.get(url + "/metrics", timeout=5).text)
+                          and "destination_events_delivered_total 10.0" in text and text,
+                          message="the worker's delivered counter, shared on this machine")
         assert 'destination_events_accepted_total{source="cdp"} 10.0' in page
-        assert "destination_events_delivered_total 10.0" in page  # the worker's counter, shared on this machine
+        assert requests.get(url + "/readyz", timeout=5).json()["status"] == "ready"
     finally:
         assert stop(worker) == 0
         assert stop(web) == 0

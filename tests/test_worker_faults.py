@@ -124,3 +124,44 @@ def test_worker_killed_between_claim_and_ack_redelivers_with_the_same_transactio
     assert set(first_batch) <= set(resent)  # redelivered, with the very same transaction_ids
     assert sorted(delivered_ids(sandbox)) == sorted(e["messageId"] for e in events)
     assert sandbox.state.duplicates == len(first_batch)  # Metronome's dedup absorbed the resend
+
+
+class CountingQueue:
+    """The real queue, with its ack transactions counted."""
+
+    def __init__(self, queue):
+        self.queue, self.ack_calls = queue, []
+
+    def ack_many(self, owner, batches):
+        self.ack_calls.append(len(batches))
+        return self.queue.ack_many(owner, batches)
+
+    def __getattr__(self, name):
+        return getattr(self.queue, name)
+
+
+def test_a_claim_of_ten_batches_is_acked_in_one_transaction(settings, queue, sandbox, app, clock):
+    from destination.delivery import build_worker
+
+    answer = app.test_client().post("/v1/events", json=[track(f"b{i:04d}", clock.iso()) for i in range(1000)],
+                                    auth=("test-write-key", ""))
+    assert answer.json["accepted"] == 1000
+    counting = CountingQueue(queue)
+    worker = build_worker(settings, counting, clock=clock)
+    worker.step()
+    assert (len(sandbox.state.requests), counting.ack_calls, queue.depth()) == (10, [10], 0)
+    assert len(queue.search_deliveries(customer_id="cust_1", limit=2000)) == 1000  # each attempt still logged
+
+
+def test_delivered_batches_are_acked_before_a_failure_is_recorded(settings, queue, sandbox, app, clock):
+    from destination.delivery import build_worker
+
+    cue(sandbox, script=[{"status": 200}, {"status": 200}, {"status": 503}])
+    app.test_client().post("/v1/events", json=[track(f"f{i:03d}", clock.iso()) for i in range(500)],
+                           auth=("test-write-key", ""))
+    counting = CountingQueue(queue)
+    build_worker(settings, counting, clock=clock).step()
+    assert statuses(sandbox) == [200, 200, 503, 200, 200]  # a 503 sets one batch aside; the rest go on
+    assert counting.ack_calls == [2, 2] and queue.depth() == 100  # acked before the retry, then at the end
+    log = queue.search_deliveries(customer_id="cust_1", limit=1000)
+    assert [row["outcome"] for row in reversed(log)] == ["delivered"] * 200 + ["retry"] * 100 + ["delivered"] * 200
