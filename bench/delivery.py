@@ -1,0 +1,105 @@
+"""Delivery: one worker draining 200,000 queued events to a loopback Metronome-compatible sink.
+
+Usage: python bench/delivery.py [--events 200000] [--runs 3] [--backends sqlite,postgres]
+Each run queues the events, starts one worker process (`metronome-destination worker`, as the
+Procfile runs it) and times it from start to an empty queue. Prints a table and a JSON line of
+medians: events/s, HTTP requests, and events per request.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+import sink  # noqa: E402
+from accept_path import postgres_schema  # noqa: E402
+from destination.queue import QueuedEvent  # noqa: E402
+from destination.queue_postgres import PostgresQueue  # noqa: E402
+from destination.queue_sqlite import SQLiteQueue  # noqa: E402
+
+
+def usage_event(i: int, stamp: str) -> QueuedEvent:
+    event = {"transaction_id": f"bench-{i:09d}", "customer_id": f"user_{i % 500}", "event_type": "llm_request",
+             "timestamp": stamp, "properties": {"model": "gpt-5", "input_tokens": str(1500 + i), "output_tokens": "320",
+                                                "cost": "0.0042", "region": "us-east-1", "cached": "false"}}
+    return QueuedEvent(event["transaction_id"], orjson.dumps(event), b"{}", "v1", int(time.time() * 1000) - 60_000,
+                       f"m{i}", event["customer_id"], "bench")
+
+
+def fill(queue, count: int) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 60))
+    now_ms = int(time.time() * 1000)
+    for start in range(0, count, 5000):
+        queue.enqueue([usage_event(i, stamp) for i in range(start, min(count, start + 5000))], [], now_ms)
+
+
+def drain(env: dict, queue, sink_url: str, count: int) -> dict:
+    worker = subprocess.Popen([sys.executable, "-m", "destination", "worker"], cwd=ROOT,
+                              env={**os.environ, **env, "METRONOME_BASE_URL": sink_url, "METRONOME_API_TOKEN": sink.TOKEN,
+                                   "LOG_LEVEL": "WARNING", "POLL_INTERVAL_SECONDS": "0.05"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = time.perf_counter()
+    while queue.depth():
+        time.sleep(0.05)
+    elapsed = time.perf_counter() - started
+    worker.terminate()
+    worker.wait(30)
+    stats = requests.get(sink_url + "/stats", timeout=5).json()
+    if stats["events"] != count or stats["duplicates"]:
+        raise SystemExit(f"the sink saw {stats}, expected {count} distinct events and no duplicates")
+    return {"events_per_s": count / elapsed, "requests": stats["requests"], "seconds": elapsed}
+
+
+def one_run(backend: str, count: int, tmp: str) -> dict:
+    process, url = sink.start()
+    try:
+        if backend == "sqlite":
+            path = f"{tmp}/delivery-{time.monotonic_ns()}.sqlite3"
+            queue = SQLiteQueue(path)
+            fill(queue, count)
+            return drain({"SQLITE_PATH": path, "DATABASE_URL": ""}, queue, url, count)
+        with postgres_schema() as database_url:
+            queue = PostgresQueue(database_url)
+            try:
+                fill(queue, count)
+                return drain({"DATABASE_URL": database_url}, queue, url, count)
+            finally:
+                queue.close()
+    finally:
+        process.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--backends", default="sqlite,postgres")
+    args = parser.parse_args()
+    summary = {"benchmark": "delivery", "events": args.events, "runs": args.runs}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in args.backends.split(","):
+            runs = [one_run(backend, args.events, tmp) for _ in range(args.runs)]
+            summary[backend] = {"events_per_s": round(statistics.median(r["events_per_s"] for r in runs)),
+                                "requests": round(statistics.median(r["requests"] for r in runs)),
+                                "events_per_request": round(args.events / statistics.median(r["requests"] for r in runs), 1)}
+    print(f"{'backend':10} {'events/s':>10} {'requests':>9} {'events/request':>15}")
+    for backend in args.backends.split(","):
+        figures = summary[backend]
+        print(f"{backend:10} {figures['events_per_s']:>10} {figures['requests']:>9} {figures['events_per_request']:>15}")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
