@@ -96,7 +96,9 @@ def decide(outcome: Outcome, batch_size: int, attempt: int, policy: RetryPolicy,
         told = retry_after_seconds(outcome.headers, now_s)
         delay = told if told is not None else policy.backoff(attempt, rng)
         reason = outcome.error or f"Metronome answered {status}: {outcome.message}"
-        return RetryLater(min(delay, policy.cap_s), reason, pause_sender=status == 429)
+        # A 429 throttles us, and no connection at all means Metronome (or the way to it) is down:
+        # either way every batch should wait, rather than each one failing in turn.
+        return RetryLater(min(delay, policy.cap_s), reason, pause_sender=status in (None, 429))
     if status in AUTH_STATUSES:
         return Halt("metronome_auth", f"Metronome refused the API token ({status}: {outcome.message})")
     if status in EVENT_STATUSES:

@@ -52,6 +52,9 @@ class Worker:
         self.current: Claim | None = None  # the claim being worked through, for release at shutdown
         self._acks: list[tuple[list[ClaimedEvent], DeliveryNote]] = []  # delivered, not yet acked
         self._ack_lock = threading.Lock()  # release_claim may run on another thread at shutdown
+        # Failures in a row, whatever the batch: during an outage each probe takes a fresh batch
+        # (attempt 0), so the pause must grow with this count or the worker would probe every second.
+        self._failures = 0
         self._pruned_at = 0.0
 
     def run(self, stop: threading.Event) -> None:
@@ -125,8 +128,9 @@ class Worker:
         self.stats["requests"] += 1
         now_s = self.clock()
         note = DeliveryNote(int(now_s * 1000), outcome.status, outcome.message)
-        attempt = max(e.attempts for e in events)
+        attempt = max(max(e.attempts for e in events), self._failures)
         action = decide(outcome, len(events), attempt, self.policy, self.rng, now_s)
+        self._failures = 0 if isinstance(action, Delivered) else self._failures + isinstance(action, (RetryLater, Halt))
         if isinstance(action, Delivered):
             with self._ack_lock:
                 self._acks.append((events, note))

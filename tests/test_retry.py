@@ -74,3 +74,9 @@ def test_backoff_is_full_jitter_under_a_doubling_cap(attempt, ceiling):
     assert max(delays) <= ceiling
     assert min(delays) < ceiling * 0.1  # full jitter reaches down near zero
     assert max(delays) > ceiling * 0.9
+
+
+@pytest.mark.parametrize("status, pauses", [(None, True), (429, True), (500, False), (503, False), (408, False)])
+def test_only_throttling_and_no_connection_pause_every_batch(status, pauses):
+    action = run(status, error="network error: ConnectionError" if status is None else None)
+    assert isinstance(action, RetryLater) and action.pause_sender is pauses

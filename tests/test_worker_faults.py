@@ -165,3 +165,19 @@ def test_delivered_batches_are_acked_before_a_failure_is_recorded(settings, queu
     assert counting.ack_calls == [2, 2] and queue.depth() == 100  # acked before the retry, then at the end
     log = queue.search_deliveries(customer_id="cust_1", limit=1000)
     assert [row["outcome"] for row in reversed(log)] == ["delivered"] * 200 + ["retry"] * 100 + ["delivered"] * 200
+
+
+def test_with_metronome_unreachable_one_batch_probes_and_the_pause_grows(settings, queue, app, clock):
+    from destination.delivery import build_worker
+    from destination.worker import PAUSED_UNTIL
+
+    app.test_client().post("/v1/events", json=[track(f"u{i:03d}", clock.iso()) for i in range(500)],
+                           auth=("test-write-key", ""))
+    worker = build_worker(settings.replace(metronome_base_url="http://127.0.0.1:9"), queue, clock=clock)
+    for probe in (1, 2, 3):
+        queue.set_state(PAUSED_UNTIL, None)  # skip the wait between probes
+        worker.step()
+        assert (worker.stats["requests"], worker._failures) == (probe, probe)  # one request per probe, not five
+    assert queue.depth() == 500 and queue.dead_letter_count() == 0
+    log = queue.search_deliveries(customer_id="cust_1", limit=1000)
+    assert len(log) == 300 and {row["outcome"] for row in log} == {"retry"}  # only the probed batches
