@@ -1,0 +1,154 @@
+"""Memory: RSS of the web and worker processes while 1,000,000 events are queued with Metronome down.
+
+Usage: python bench/memory.py [--events 1000000] [--backend sqlite|postgres]
+Starts the Procfile's web line (gunicorn) and a worker whose Metronome refuses every connection,
+posts the events in 100-event batches, and samples every process's RSS from /proc throughout.
+The backlog must live in the database, not in memory: the table and JSON line give the peak RSS
+of each web process and of the worker, the queue depth reached and the database's size.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+import loadgen  # noqa: E402
+from accept_path import app_env, free_port, postgres_schema  # noqa: E402
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return [int(p) for p in out]
+
+
+class Sampler(threading.Thread):
+    """Peak RSS per process, every 0.2 s, until stopped."""
+
+    def __init__(self, web_master: int, worker: int):
+        super().__init__(daemon=True)
+        self.web_master, self.worker = web_master, worker
+        self.peaks: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def run(self):
+        while not self.stop.wait(0.2):
+            sample = {"web master": rss_mb(self.web_master), "worker": rss_mb(self.worker)}
+            for i, pid in enumerate(sorted(children(self.web_master))):
+                sample[f"web process {i + 1}"] = rss_mb(pid)
+            for name, value in sample.items():
+                self.peaks[name] = max(self.peaks.get(name, 0.0), value)
+
+
+def fill(port: int, events: int, threads: int = 4) -> None:
+    batches = events // 100
+    counter = iter(range(batches))
+    lock = threading.Lock()
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 60))
+    headers = {"Authorization": loadgen.AUTH, "Content-Type": "application/json"}
+
+    def sender():
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        while True:
+            with lock:
+                n = next(counter, None)
+            if n is None:
+                return
+            body = orjson.dumps([loadgen.event(f"mem-{n}-{i}", stamp) for i in range(100)])
+            connection.request("POST", "/v1/batch", body, headers)
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise SystemExit(f"batch {n} answered {response.status}")
+
+    workers = [threading.Thread(target=sender) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, (postgres_schema() if args.backend == "postgres" else _nothing()) as url:
+        store = {"DATABASE_URL": url} if url else {"SQLITE_PATH": f"{tmp}/memory.sqlite3"}
+        # Metronome is down: nothing listens on port 9, so every delivery attempt is refused.
+        env = {**os.environ, **app_env(store), "METRONOME_BASE_URL": "http://127.0.0.1:9", "LOG_LEVEL": "WARNING"}
+        subprocess.run([sys.executable, "-m", "destination", "migrate"], cwd=ROOT, env=env, check=True, capture_output=True)
+        port = free_port()
+        gunicorn = str(Path(sys.executable).parent / "gunicorn")
+        web = subprocess.Popen([gunicorn, "--config", "python:destination.gunicorn_config", "destination.wsgi:app"],
+                               cwd=ROOT, env={**env, "PORT": str(port)}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = subprocess.Popen([sys.executable, "-m", "destination", "worker"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            loadgen.wait_listening(port)
+            sampler = Sampler(web.pid, worker.pid)
+            sampler.start()
+            started = time.perf_counter()
+            fill(port, args.events)
+            fill_s = time.perf_counter() - started
+            time.sleep(5)  # the worker keeps trying against the full backlog; keep sampling
+            sampler.stop.set()
+            sampler.join()
+            depth = _depth(store)
+        finally:
+            for process in (worker, web):
+                process.terminate()
+                process.wait(60)
+        size_mb = Path(store["SQLITE_PATH"]).stat().st_size / 2**20 if "SQLITE_PATH" in store else None
+    summary = {"benchmark": "memory", "backend": args.backend, "events_posted": args.events, "queue_depth": depth,
+               "fill_seconds": round(fill_s, 1), "database_mb": round(size_mb, 1) if size_mb else None,
+               "peak_rss_mb": {name: round(value, 1) for name, value in sorted(sampler.peaks.items())}}
+    print(f"{'process':16} {'peak RSS MB':>12}")
+    for name, value in summary["peak_rss_mb"].items():
+        print(f"{name:16} {value:>12.1f}")
+    print(f"queue depth {depth:,} after {fill_s:.0f} s of posting; database {summary['database_mb']} MB")
+    print(json.dumps(summary))
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _depth(store: dict) -> int:
+    from destination.config import load_settings
+    from destination.queue import open_queue
+
+    queue = open_queue(load_settings(env={**store, "METRONOME_API_TOKEN": "x"}))
+    try:
+        return queue.depth()
+    finally:
+        queue.close()
+
+
+if __name__ == "__main__":
+    main()
