@@ -72,10 +72,8 @@ def _from_iso_variant(text: str, original: str) -> datetime:
 def to_rfc3339(moment: datetime) -> str:
     """Format an aware datetime as RFC 3339 UTC with milliseconds."""
     m = moment.astimezone(_UTC) if moment.tzinfo is not _UTC else moment
-    return (
-        f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}"
-        f".{m.microsecond // 1000:03d}Z"
-    )
+    # isoformat truncates to milliseconds (never rounds), in C: a fifth of the cost of formatting here.
+    return m.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def epoch_ms(moment: datetime) -> int:
