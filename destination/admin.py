@@ -40,9 +40,7 @@ def require_admin_token():
 
 @blueprint.get("/mappings")
 def live_mappings():
-    store = _runtime().mappings
-    live = store.get(_runtime().queue.latest_mapping_version() or 0)
-    return _version_view(live)
+    return _version_view(_live_version())
 
 
 @blueprint.put("/mappings")
@@ -50,8 +48,8 @@ def save_mappings():
     """Replace the whole document: `{"document": {...} or "<json text>", "comment": "..."}`."""
     body = _body()
     base = body.get("base_version")
-    if base is not None and (not isinstance(base, int) or isinstance(base, bool)):
-        raise BadRequest("'base_version' must be the id of the version the edit started from", code="invalid_version")
+    if base is not None:
+        base = _version_id(base, "'base_version' must be the id of the version the edit started from")
     return _save(_document_text(body.get("document")), body.get("comment", ""), based_on=base)
 
 
@@ -100,9 +98,7 @@ def export_version(version: int):
 @blueprint.post("/mappings/rollback")
 def rollback():
     body = _body()
-    version = body.get("version")
-    if not isinstance(version, int):
-        raise BadRequest("'version' must be the number of the version to roll back to", code="invalid_version")
+    version = _version_id(body.get("version"), "'version' must be the number of the version to roll back to")
     new = _runtime().mappings.rollback(version, g.admin, body.get("comment", ""))
     return {"version": version_name(new), "id": new, "rolled_back_to": version_name(version)}
 
@@ -246,10 +242,20 @@ def _document_text(document) -> str:
     return exact.dumps_pretty(_object(document, "'document'"))
 
 
+def _live_version() -> dict:
+    return _runtime().mappings.get(_runtime().queue.latest_mapping_version() or 0)
+
+
 def _live_document() -> tuple[dict, int]:
     """The live document and its version id; an item edit saves only if that is still live."""
-    found = _runtime().mappings.get(_runtime().queue.latest_mapping_version() or 0)
+    found = _live_version()
     return exact.loads(found["document"].encode()), found["id"]
+
+
+def _version_id(value, message: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadRequest(message, code="invalid_version")
+    return value
 
 
 def _index_of(document: dict, name: str) -> int:

@@ -10,25 +10,27 @@ from .errors import Unauthorized
 UNAUTHENTICATED = "unauthenticated"
 
 
+def _credential(authorization: str | None) -> tuple[str, str]:
+    """(scheme in lower case, credential) from an Authorization header; empty strings if absent."""
+    scheme, _, credential = (authorization or "").strip().partition(" ")
+    return scheme.lower(), credential.strip()
+
+
 def presented_key(authorization: str | None, body_write_key: str | None) -> str | None:
     """The write key a sender presented: Basic `key:` (colon optional), Bearer, or body `writeKey`."""
-    if authorization:
-        scheme, _, credential = authorization.strip().partition(" ")
-        credential = credential.strip()
-        if scheme.lower() == "basic" and credential:
-            try:
-                decoded = base64.b64decode(credential, validate=True).decode("utf-8")
-            except (binascii.Error, UnicodeDecodeError):
-                raise Unauthorized("Authorization header: Basic auth value is not base64") from None
-            return decoded.partition(":")[0] or None
-        if scheme.lower() == "bearer" and credential:
-            return credential
-    return body_write_key
+    scheme, credential = _credential(authorization)
+    if scheme == "basic" and credential:
+        try:
+            decoded = base64.b64decode(credential, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("Authorization header: Basic auth value is not base64") from None
+        return decoded.partition(":")[0] or None
+    return bearer(authorization) or body_write_key
 
 
 def bearer(authorization: str | None) -> str | None:
-    scheme, _, credential = (authorization or "").strip().partition(" ")
-    return credential.strip() or None if scheme.lower() == "bearer" else None
+    scheme, credential = _credential(authorization)
+    return credential or None if scheme == "bearer" else None
 
 
 def source_for(key: str | None, write_keys: dict, allow_unauthenticated: bool) -> str:
@@ -43,11 +45,14 @@ def source_for(key: str | None, write_keys: dict, allow_unauthenticated: bool) -
     return label
 
 
-def match_secret(presented: str, secrets: dict) -> str | None:
-    """The label of the configured secret equal to `presented`, compared in constant time, or None."""
+def match_secret(presented: str, secrets: dict, expected=lambda secret: secret) -> str | None:
+    """The label of the configured secret whose `expected(secret)` equals `presented`, or None.
+
+    Every secret is compared, each in constant time, so timing tells nothing about which matched."""
+    offered = presented.encode("utf-8", "surrogatepass")
     label = None
-    for known, known_label in secrets.items():  # compare against every secret: timing says nothing
-        if hmac.compare_digest(known.encode(), presented.encode("utf-8", "surrogatepass")):
+    for known, known_label in secrets.items():
+        if hmac.compare_digest(expected(known).encode(), offered):
             label = known_label
     return label
 
@@ -106,11 +111,8 @@ def webhook_source(body: bytes, signature: str | None, static_secret: str | None
     if signature:
         signed = first_element(body)
         signed = body if signed is None else signed
-        label = None
-        offered = signature.strip().lower().encode("utf-8", "surrogatepass")
-        for secret, secret_label in secrets.items():
-            if hmac.compare_digest(hmac.new(secret.encode(), signed, "sha1").hexdigest().encode(), offered):
-                label = secret_label
+        label = match_secret(signature.strip().lower(), secrets,
+                             lambda secret: hmac.new(secret.encode(), signed, "sha1").hexdigest())
         if label is None:
             raise Unauthorized("X-Signature does not match the body under any configured secret", code="invalid_signature")
         return label

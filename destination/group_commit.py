@@ -67,14 +67,6 @@ class GroupCommit:
                 successor.wake.set()
 
     def _commit(self, group: list[_Piece]) -> None:
-        if len(group) == 1:  # alone: its own transaction, no savepoint needed
-            piece = group[0]
-            try:
-                with self._transaction() as db:
-                    piece.result = piece.work(db)
-            except Exception as exc:
-                piece.result, piece.error = None, exc
-            return
         try:
             with self._transaction() as db:
                 for index, piece in enumerate(group):

@@ -73,11 +73,9 @@ class Queue(Protocol):
     def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
         """Lease up to `limit` ready events to one owner, oldest first."""
 
-    def ack(self, owner: str, ids: list[int], note: DeliveryNote | None = None) -> int:
-        """Delivered: remove the events this owner still holds; return how many."""
-
     def ack_many(self, owner: str, batches: list[tuple[list[int], DeliveryNote | None]]) -> list[int]:
-        """`ack` for several batches in one transaction; how many rows each removed."""
+        """Delivered: remove each batch's events this owner still holds, in one transaction;
+        return how many rows each batch removed."""
 
     def retry_later(self, owner: str, ids: list[int], available_at_ms: int, error: str, count_attempt: bool = True,
                     note: DeliveryNote | None = None) -> None:
@@ -103,7 +101,8 @@ class Queue(Protocol):
 
     def ping(self) -> None: ...
 
-    def save_mapping_version(self, document: str, author: str, comment: str, now_ms: int) -> int: ...
+    def save_mapping_version(self, document: str, author: str, comment: str, now_ms: int, if_latest=...) -> int | None:
+        """Store a new version; with `if_latest`, only if that id (None: no version) is still the newest."""
 
     def latest_mapping_version(self) -> int | None: ...
 

@@ -90,9 +90,6 @@ class SQLQueue:
         rows.sort()
         return Claim(owner, [ClaimedEvent(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows])
 
-    def ack(self, owner: str, ids: list[int], note: DeliveryNote | None = None) -> int:
-        return self.ack_many(owner, [(ids, note)])[0]
-
     def ack_many(self, owner: str, batches: list[tuple[list[int], DeliveryNote | None]]) -> list[int]:
         """Several delivered batches in one transaction (one commit); how many rows each removed."""
         with self._write() as db:
@@ -149,7 +146,8 @@ class SQLQueue:
 
     def find_dead_letters(self, *, code=None, stage=None, since_ms=None, until_ms=None, after_id=0, limit=100) -> list[dict]:
         """Dead letters matching every given filter, oldest first, from `after_id` on (for paging)."""
-        clause, params = _dead_letter_filter(code, stage, since_ms, until_ms, after_id)
+        clause, params = _where([("code", "=", code), ("stage", "=", stage), ("dead_lettered_at_ms", ">=", since_ms),
+                                 ("dead_lettered_at_ms", "<", until_ms), ("id", ">", after_id or None)])
         return self._dicts(f"SELECT id, {DEAD_LETTER_COLUMNS} FROM dead_letters{clause} ORDER BY id LIMIT ?",
                            (*params, limit))
 
@@ -258,7 +256,3 @@ def _where(conditions: list[tuple[str, str, object]]) -> tuple[str, list]:
     clause = " WHERE " + " AND ".join(f"{column} {operator} ?" for column, operator, _ in used) if used else ""
     return clause, [value for _, _, value in used]
 
-
-def _dead_letter_filter(code, stage, since_ms, until_ms, after_id=0) -> tuple[str, list]:
-    return _where([("code", "=", code), ("stage", "=", stage), ("dead_lettered_at_ms", ">=", since_ms),
-                   ("dead_lettered_at_ms", "<", until_ms), ("id", ">", after_id or None)])

@@ -96,7 +96,6 @@ class Worker:
         work = deque(batching.batches(fresh, self.max_events, self.max_bytes))
         while work:
             if (stop and stop.is_set()) or not self._deliver(claim.owner, work.popleft(), work):
-                self._flush_acks(claim.owner)
                 self._release(claim.owner, [e for b in work for e in b])
                 break
         self._flush_acks(claim.owner)
@@ -130,7 +129,10 @@ class Worker:
         note = DeliveryNote(int(now_s * 1000), outcome.status, outcome.message)
         attempt = max(max(e.attempts for e in events), self._failures)
         action = decide(outcome, len(events), attempt, self.policy, self.rng, now_s)
-        self._failures = 0 if isinstance(action, Delivered) else self._failures + isinstance(action, (RetryLater, Halt))
+        if isinstance(action, Delivered):
+            self._failures = 0
+        elif isinstance(action, (RetryLater, Halt)):
+            self._failures += 1
         if isinstance(action, Delivered):
             with self._ack_lock:
                 self._acks.append((events, note))
@@ -138,7 +140,9 @@ class Worker:
             if due:
                 self._flush_acks(owner)
             return True
-        self._flush_acks(owner)  # what was delivered is recorded before any other outcome
+        # Ack what was delivered before recording anything else: a flush clears the halt flag,
+        # so it must not run after a Halt below has set it.
+        self._flush_acks(owner)
         if isinstance(action, Split):
             left, right = batching.halves(events)
             work.appendleft(right)

@@ -259,3 +259,27 @@ def test_a_save_based_on_an_old_version_is_refused_so_no_edit_is_lost(admin):
                                      "reload them and apply your edit again")
     assert admin.get("/admin/mappings", headers=AUTH).json["document"] == with_customer_from_group(DEFAULT)
     assert admin.put("/admin/mappings", headers=AUTH, json={"document": DEFAULT, "base_version": "1"}).status_code == 400
+
+
+@pytest.mark.parametrize("method, path, body, status, code", [
+    ("put", "/admin/mappings", {"document": DEFAULT, "comment": 5}, 400, "invalid_comment"),
+    ("post", "/admin/mappings/items", {"mapping": "pages"}, 400, "invalid_body"),
+    ("put", "/admin/mappings/items/track events as usage", {"mapping": {"name": "x"}}, 400, "invalid_mapping"),
+    ("put", "/admin/mappings", {"document": DEFAULT, "base_version": True}, 400, "invalid_version"),
+    ("get", "/admin/dead-letters?limit=0", None, 400, "invalid_limit"),
+    ("get", "/admin/mappings/versions?limit=5000", None, 400, "invalid_limit"),
+    ("get", "/admin/mappings/versions/9", None, 404, "no_such_version"),
+])
+def test_each_bad_admin_request_gets_a_clear_error_and_changes_nothing(admin, method, path, body, status, code):
+    response = getattr(admin, method)(path, headers=AUTH, **({"json": body} if body is not None else {}))
+    assert (response.status_code, response.json["code"]) == (status, code)
+    assert response.json["message"]
+    live = admin.get("/admin/mappings", headers=AUTH).json
+    assert (live["version"], live["document"]) == ("v1", DEFAULT)
+
+
+def test_an_invalid_single_mapping_edit_names_its_location(admin):
+    response = admin.put("/admin/mappings/items/track events as usage", headers=AUTH,
+                         json={"mapping": {**DEFAULT["mappings"][0], "fields": {**DEFAULT["mappings"][0]["fields"],
+                                                                                 "event_type": {"template": "{{$.event"}}}})
+    assert response.json["errors"] == ["/mappings/0/fields/event_type/template: unbalanced '{{' or '}}'"]

@@ -55,9 +55,9 @@ def test_claimed_rows_are_invisible_until_the_lease_expires(open_store):
     assert queue.claim(10, 1000, now_ms=999).events == []
     second = queue.claim(10, 1000, now_ms=1000)
     assert [e.transaction_id for e in second.events] == ["t0", "t1", "t2"]
-    assert queue.ack(first.owner, [e.id for e in first.events]) == 0  # the old owner's ack is ignored
+    assert queue.ack_many(first.owner, [([e.id for e in first.events], None)]) == [0]  # the old owner's ack is ignored
     assert queue.depth() == 3
-    assert queue.ack(second.owner, [e.id for e in second.events]) == 3
+    assert queue.ack_many(second.owner, [([e.id for e in second.events], None)]) == [3]
     assert queue.depth() == 0
 
 
@@ -162,7 +162,7 @@ def test_every_attempt_is_logged_and_searchable(open_store):
     ids = [e.id for e in claim.events]
     queue.retry_later(claim.owner, ids, 0, "HTTP 500", note=DeliveryNote(10, 500, "upstream broke"))
     claim = queue.claim(10, 1000, 0)
-    queue.ack(claim.owner, ids, DeliveryNote(20, 200, "HTTP 200"))
+    queue.ack_many(claim.owner, [(ids, DeliveryNote(20, 200, "HTTP 200"))])
     attempts = queue.search_deliveries(message_id="m1")
     assert [(a["outcome"], a["status"], a["answer"], a["attempt"], a["at_ms"]) for a in attempts] == [
         ("delivered", 200, "HTTP 200", 2, 20), ("retry", 500, "upstream broke", 1, 10)]
@@ -177,7 +177,7 @@ def test_the_delivery_log_can_be_turned_off(open_store):
     queue = open_store(delivery_log=False)
     queue.enqueue(events(1), [], now_ms=0)
     claim = queue.claim(10, 1000, 0)
-    queue.ack(claim.owner, [claim.events[0].id], DeliveryNote(1, 200, ""))
+    queue.ack_many(claim.owner, [([claim.events[0].id], DeliveryNote(1, 200, ""))])
     assert queue.search_deliveries() == [] and queue.depth() == 0
 
 
