@@ -54,7 +54,7 @@ def test_numbers_too_long_to_send_exactly_are_refused_not_expanded(literal):
 
 def test_hex_ids_in_strings_do_not_force_the_slow_path():
     body = b'{"messageId": "e4f1c2a0e123", "properties": {"n": 1.5}}'
-    assert exact._RISKY.search(body) is None
+    assert not exact._risky(body)
 
 
 def test_stored_raw_event_keeps_every_digit():
@@ -87,3 +87,11 @@ def test_fast_and_slow_paths_give_the_same_string(number):
     literal = repr(number)
     fast = exact.to_metronome_string(exact.loads(('{"v": %s}' % literal).encode())["v"])
     assert fast == exact.decimal_text(Decimal(literal))
+
+
+json_ish = st.text(alphabet='0123456789.eE+-:,[ "abcd{}', max_size=60).map(str.encode)
+
+
+@given(st.one_of(json_ish, st.binary(max_size=60)))
+def test_the_fast_prefilter_agrees_with_the_regex_it_guards(raw):
+    assert exact._risky(raw) == (exact._RISKY.search(raw) is not None)
