@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from . import exact
 from .errors import BadRequest, PayloadTooLarge
-from .timestamps import ms_to_rfc3339, skew_corrected_ms
+from .timestamps import format_ms, skew_corrected
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +64,13 @@ def expand(envelope: Envelope, default_type: str | None = None, received_ms: int
     (the event's own keys win), the batch `sentAt` copied to events without one, the route's type
     for events without one, and, when `received_ms` is given (client SDK traffic), the timestamp
     corrected for device clock skew, keeping the device's own time as `originalTimestamp`."""
+    received_at = format_ms(received_ms) if received_ms is not None else None
     events = []
     for event in envelope.events:
         if isinstance(event, dict):
             event = _merged(event, envelope, default_type)
-            if received_ms is not None:
-                event = _skew_corrected(event, received_ms)
+            if received_at is not None:
+                _correct_skew(event, received_ms, received_at)
         events.append(event)
     return events
 
@@ -87,14 +88,14 @@ def _merged(event: dict, envelope: Envelope, default_type: str | None) -> dict:
     return out
 
 
-def _skew_corrected(event: dict, received_ms: int) -> dict:
-    # A timestamp the sender set counts as the original, as in Segment's rule.
+def _correct_skew(event: dict, received_ms: int, received_at: str) -> None:
+    """In place, on the copy `_merged` made. A timestamp the sender set counts as the original, as
+    in Segment's rule."""
     original = event["timestamp"] if event.get("timestamp") is not None else event.get("originalTimestamp")
-    corrected = skew_corrected_ms(original, event.get("sentAt"), received_ms)
-    out = {**event, "receivedAt": ms_to_rfc3339(received_ms), "timestamp": ms_to_rfc3339(corrected)}
+    event["receivedAt"] = received_at
+    event["timestamp"] = skew_corrected(original, event.get("sentAt"), received_ms)
     if original is not None and event.get("originalTimestamp") is None:
-        out["originalTimestamp"] = original
-    return out
+        event["originalTimestamp"] = original
 
 
 def _batch_envelope(document: dict) -> Envelope:

@@ -10,7 +10,7 @@ truncated, never rounded, so an event never moves into the next billing window.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
 from .errors import EventRefused
@@ -22,6 +22,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 _LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
 _OFFSET_NO_COLON = re.compile(r"([+-]\d\d)(\d\d)$")
 _DIGITS = re.compile(r"-?\d+(\.\d+)?")
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_DAY_MS = 86_400_000
+_DAY_PREFIXES: dict[int, str] = {}  # day number -> "YYYY-MM-DDT"; events cluster on a few days
 
 
 def parse_timestamp(value) -> datetime:
@@ -77,30 +80,66 @@ def to_rfc3339(moment: datetime) -> str:
 
 
 def epoch_ms(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(milliseconds=1)
+    """Milliseconds since the epoch, sub-milliseconds truncated; integer arithmetic, so exact."""
+    utc = moment.astimezone(_UTC) if moment.tzinfo is not _UTC else moment
+    return ((utc.toordinal() - _EPOCH_ORDINAL) * _DAY_MS + ((utc.hour * 60 + utc.minute) * 60 + utc.second) * 1000
+            + utc.microsecond // 1000)
 
 
-def skew_corrected_ms(original, sent_at, received_ms: int) -> int:
+def rfc3339_ms(value) -> tuple[int, str]:
+    """(epoch milliseconds, RFC 3339 text) of any accepted timestamp; raise EventRefused.
+
+    The hot path: most senders already write `2026-11-20T12:30:00.123Z`, which is its own
+    RFC 3339 text, so it is parsed once in C and returned as given. The positions checked rule
+    out the other forms fromisoformat reads at that length (week dates, a space for `T`)."""
+    if (type(value) is str and len(value) == 24 and value[23] == "Z" and value[19] == "." and value[10] == "T"
+            and value[4] == "-" and value[7] == "-" and value[13] == ":"):
+        try:
+            return epoch_ms(datetime.fromisoformat(value)), value
+        except ValueError:
+            pass  # the general parser gives the reason
+    ms = epoch_ms(parse_timestamp(value))
+    return ms, format_ms(ms)
+
+
+def format_ms(ms: int) -> str:
+    """RFC 3339 UTC with milliseconds; the date part comes from a small cache."""
+    day, rest = divmod(ms, _DAY_MS)
+    prefix = _DAY_PREFIXES.get(day)
+    if prefix is None:
+        if len(_DAY_PREFIXES) > 1000:
+            _DAY_PREFIXES.clear()
+        prefix = _DAY_PREFIXES[day] = date.fromordinal(day + _EPOCH_ORDINAL).isoformat() + "T"
+    seconds, millis = divmod(rest, 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{prefix}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
+
+
+def skew_corrected(original, sent_at, received_ms: int) -> str:
     """Segment's clock-skew rule for events from client SDKs: receivedAt - (sentAt - originalTimestamp).
 
     A device whose clock is off by an hour stamps both `timestamp` and `sentAt` an hour off; the
     difference between them is how long the event waited on the device, which is the only part
     we trust. Without both times we use the event's own time, and without that the receipt time.
+    Returns RFC 3339 text.
     """
-    original_ms, sent_ms = _ms_or_none(original), _ms_or_none(sent_at)
-    if original_ms is not None and sent_ms is not None:
-        return received_ms - (sent_ms - original_ms)
-    return original_ms if original_ms is not None else received_ms
+    own, sent = _read_or_none(original), _read_or_none(sent_at)
+    if own is None:
+        return format_ms(received_ms)
+    corrected = own[0] if sent is None else received_ms - (sent[0] - own[0])
+    if corrected == own[0]:
+        return own[1]
+    try:
+        return format_ms(corrected)
+    except (ValueError, OverflowError):  # the times are millennia apart: no year to write; keep the event's own
+        return own[1]
 
 
-def _ms_or_none(value) -> int | None:
+def _read_or_none(value) -> tuple[int, str] | None:
     if value is None:
         return None
     try:
-        return epoch_ms(parse_timestamp(value))
+        return rfc3339_ms(value)
     except EventRefused:
         return None
-
-
-def ms_to_rfc3339(ms: int) -> str:
-    return to_rfc3339(EPOCH + timedelta(milliseconds=ms))

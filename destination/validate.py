@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from .errors import EventRefused
 from .exact import NumberOutOfRange, decimal_text, to_metronome_string
-from .timestamps import epoch_ms, parse_timestamp, to_rfc3339
+from .timestamps import rfc3339_ms
 
 MAX_TRANSACTION_ID = 128
 WINDOW_MS = timedelta(days=34) // timedelta(milliseconds=1)
@@ -55,8 +55,7 @@ def build_usage_event(fields: dict, now_ms: int) -> UsageEvent:
             "transaction_id_too_long",
             f"transaction_id has {len(transaction_id)} characters; Metronome allows at most {MAX_TRANSACTION_ID}",
         )
-    moment = parse_timestamp(fields["timestamp"])
-    timestamp_ms = epoch_ms(moment)
+    timestamp_ms, timestamp = rfc3339_ms(fields["timestamp"])
     if timestamp_ms > now_ms + FUTURE_LIMIT_MS:
         raise EventRefused("timestamp_in_future", "timestamp is more than 24 hours in the future")
     if outside_window(timestamp_ms, now_ms):
@@ -65,7 +64,7 @@ def build_usage_event(fields: dict, now_ms: int) -> UsageEvent:
         "transaction_id": transaction_id,
         "customer_id": _scalar_text("customer_id", fields["customer_id"]),
         "event_type": _scalar_text("event_type", fields["event_type"]),
-        "timestamp": to_rfc3339(moment),
+        "timestamp": timestamp,
     }
     properties = fields.get("properties")
     if properties:

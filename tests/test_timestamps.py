@@ -1,8 +1,11 @@
 """Every timestamp form senders use becomes RFC 3339 UTC with milliseconds."""
+from datetime import datetime, timedelta, timezone
+
 import pytest
+from hypothesis import given, strategies as st
 
 from destination.errors import EventRefused
-from destination.timestamps import parse_timestamp, to_rfc3339
+from destination.timestamps import EPOCH, epoch_ms, format_ms, parse_timestamp, rfc3339_ms, to_rfc3339
 
 CASES = [
     ("2026-11-20T12:30:00.123+00:00", "2026-11-20T12:30:00.123Z"),  # segment-analytics-python
@@ -36,4 +39,34 @@ def test_timestamp_is_normalised(value, expected):
 def test_unreadable_timestamp_is_refused_with_reason(value):
     with pytest.raises(EventRefused) as refused:
         parse_timestamp(value)
+    assert refused.value.code == "invalid_timestamp"
+
+
+# -- the fast paths agree with the general parser they stand in for ---------------------------------
+
+moments = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(timezone.utc))
+
+
+@given(moments)
+def test_fast_parse_and_format_agree_with_the_general_parser(moment):
+    for text in (moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"), moment.isoformat()):
+        assert rfc3339_ms(text) == (epoch_ms(parse_timestamp(text)), to_rfc3339(parse_timestamp(text)))
+    ms = epoch_ms(moment)
+    assert format_ms(ms) == to_rfc3339(moment)
+    assert ms == (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("2026-W47-7T19:33:12.123Z", "2026-11-22T19:33:12.123Z"),  # an ISO week date of the same length is rewritten
+    ("2026-11-22 19:33:12.123Z", "2026-11-22T19:33:12.123Z"),
+    ("2026-11-22T19:33:12.123z", "2026-11-22T19:33:12.123Z"),
+])
+def test_same_length_forms_that_are_not_rfc3339_are_rewritten(value, expected):
+    assert rfc3339_ms(value)[1] == expected
+
+
+@pytest.mark.parametrize("value", ["2026-11-22T24:00:00.000Z", "2026-13-22T19:33:12.123Z", "2026-11-22T1x:33:12.123Z"])
+def test_same_length_nonsense_is_refused_by_the_fast_path_too(value):
+    with pytest.raises(EventRefused) as refused:
+        rfc3339_ms(value)
     assert refused.value.code == "invalid_timestamp"

@@ -100,6 +100,10 @@ NOW_MS = int(NOW.timestamp() * 1000)
     ({"timestamp": "2026-11-20T08:00:00.5Z"}, None, datetime(2026, 11, 20, 8, 0, 0, 500000, tzinfo=timezone.utc)),
     ({}, iso(NOW), NOW),
     ({"timestamp": "not a time"}, iso(NOW), NOW),
+    # Sent the moment it happened: the receipt time, whatever the device clock said.
+    ({"timestamp": "2026-11-22T13:00:00.000Z"}, "2026-11-22T13:00:00.000Z", NOW),
+    # Times millennia apart leave no year to write: the event's own time stands, for validation to judge.
+    ({"timestamp": "0001-01-01T00:00:00.000Z"}, "9999-12-31T00:00:00.000Z", datetime(1, 1, 1, tzinfo=timezone.utc)),
 ])
 def test_clock_skew_is_corrected_as_segment_does(event, sent_at, expected):
     [out] = expand(Envelope([{"type": "track", **event}], sent_at=sent_at), received_ms=NOW_MS)
