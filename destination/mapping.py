@@ -51,9 +51,11 @@ class Trigger:
     parts: tuple  # of Condition | Trigger
 
     def test(self, event: dict, source: str | None = None) -> bool:
-        if self.mode == "all":
-            return all(part.test(event, source) for part in self.parts)
-        return any(part.test(event, source) for part in self.parts)
+        wanted = self.mode == "any"  # the answer that decides early: one true for any, one false for all
+        for part in self.parts:
+            if part.test(event, source) is wanted:
+                return wanted
+        return not wanted
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,9 @@ def compile_path(path: str) -> Getter:
     if dotted is None:
         return lambda document: [match.value for match in expression.find(document)]
     keys = tuple(dotted.group(1)[1:].split("."))
+    if len(keys) == 1:  # `$.event`, `$.messageId`: most paths, so without the loop
+        [key] = keys
+        return lambda document: [document[key]] if isinstance(document, dict) and key in document else []
     return lambda document: _lookup(document, keys)
 
 

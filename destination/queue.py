@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-@dataclass(frozen=True, slots=True)
+# Made per event on the hot paths, so not frozen: a frozen dataclass's __init__ costs about seven
+# times a plain one's (1.6 us of an accept path near 30 us an event).
+@dataclass(slots=True)
 class QueuedEvent:
     """A usage event to deliver: the exact bytes to send, and the CDP event it came from."""
 
@@ -40,7 +42,7 @@ class DeadLetter:
     source: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # per event, like QueuedEvent
 class ClaimedEvent:
     id: int
     transaction_id: str

@@ -1,9 +1,11 @@
 """The ingest contract, checked before an event is queued."""
 import pytest
+from hypothesis import given, strategies as st
 
 from destination.errors import EventRefused
+from destination.exact import NumberOutOfRange, to_metronome_string
 from destination.timestamps import epoch_ms, parse_timestamp
-from destination.validate import build_usage_event, outside_window
+from destination.validate import build_usage_event, outside_window, property_strings
 
 NOW_MS = epoch_ms(parse_timestamp("2026-11-22T12:00:00Z"))
 DAY_MS = 86_400_000
@@ -75,3 +77,15 @@ def test_nulls_are_left_out_of_properties_and_non_object_properties_refused():
     with pytest.raises(EventRefused) as refused:
         build_usage_event(fields(properties="bytes=5"), NOW_MS)
     assert refused.value.code == "invalid_properties"
+
+
+@given(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(min_value=-10**120, max_value=10**120),
+                 st.booleans(), st.text(max_size=5), st.none(), st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=2)))
+def test_inlined_property_kinds_give_the_general_rule_s_strings(value):
+    try:
+        expected = to_metronome_string(value)
+    except NumberOutOfRange:
+        with pytest.raises(EventRefused):
+            property_strings({"k": value})
+        return
+    assert property_strings({"k": value}).get("k") == expected
