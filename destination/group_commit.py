@@ -51,10 +51,20 @@ class GroupCommit:
         return piece.result
 
     def _lead(self) -> None:
-        with self._lock:
-            group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+        group: list[_Piece] = []
         try:
-            self._commit(group)
+            with self._transaction() as db:
+                # The group is taken only once the write lock is ours: pieces queued while we
+                # waited for it (another process's commit) join this transaction, not the next.
+                with self._lock:
+                    group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                self._run_pieces(db, group)
+        except Exception as exc:  # the transaction failed or never began: nothing in the group was stored
+            if not group:  # it never began; our own piece is still first in line
+                with self._lock:
+                    group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+            for piece in group:
+                piece.result, piece.error = None, exc
         finally:
             for piece in group:
                 piece.finished = True
@@ -66,17 +76,13 @@ class GroupCommit:
                 successor.lead = True
                 successor.wake.set()
 
-    def _commit(self, group: list[_Piece]) -> None:
-        try:
-            with self._transaction() as db:
-                for index, piece in enumerate(group):
-                    db.execute(f"SAVEPOINT piece_{index}")
-                    try:
-                        piece.result = piece.work(db)
-                    except Exception as exc:  # this piece alone is undone, and its caller told why
-                        db.execute(f"ROLLBACK TO SAVEPOINT piece_{index}")
-                        piece.error = exc
-                    db.execute(f"RELEASE SAVEPOINT piece_{index}")
-        except Exception as exc:  # the transaction failed: nothing in the group was stored
-            for piece in group:
-                piece.result, piece.error = None, exc
+    @staticmethod
+    def _run_pieces(db, group: list[_Piece]) -> None:
+        for index, piece in enumerate(group):
+            db.execute(f"SAVEPOINT piece_{index}")
+            try:
+                piece.result = piece.work(db)
+            except Exception as exc:  # this piece alone is undone, and its caller told why
+                db.execute(f"ROLLBACK TO SAVEPOINT piece_{index}")
+                piece.error = exc
+            db.execute(f"RELEASE SAVEPOINT piece_{index}")

@@ -13,14 +13,17 @@ from test_queue import events, open_store  # noqa: F401  (the fixture, on both b
 class Store:
     """A real SQLite file with a transaction context that counts commits."""
 
-    def __init__(self, path, fail_commit=False):
+    def __init__(self, path, fail_commit=False, fail_begin=False):
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("CREATE TABLE IF NOT EXISTS t (v INTEGER UNIQUE)")
         self.commits = 0
         self.fail_commit = fail_commit
+        self.fail_begin = fail_begin
 
     @contextmanager
     def transaction(self):
+        if self.fail_begin:
+            raise sqlite3.OperationalError("unable to open database file")
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
@@ -82,6 +85,14 @@ def test_a_failed_commit_fails_every_piece_in_it_and_stores_none(tmp_path):
     outcomes = run_together(GroupCommit(store.transaction), [insert(i) for i in range(30)])
     assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes)
     assert store.values() == []
+
+
+def test_a_transaction_that_cannot_begin_fails_every_piece_and_strands_none(tmp_path):
+    store = Store(tmp_path / "g.sqlite3", fail_begin=True)
+    outcomes = run_together(GroupCommit(store.transaction), [insert(i) for i in range(30)])
+    assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes)  # none still waiting (None)
+    store.fail_begin = False
+    assert GroupCommit(store.transaction).run(insert(99)) == 1 and store.values() == [99]
 
 
 def test_processes_sampling_at_once_never_deadlock(open_store):  # noqa: F811
