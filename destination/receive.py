@@ -8,9 +8,9 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 
 import orjson
-from flask import Blueprint, current_app, request
 
 from . import exact, metrics
 from .authenticate import presented_key, source_for, webhook_source
@@ -22,7 +22,6 @@ from .validate import build_usage_event
 
 log = logging.getLogger("destination.receive")
 SAMPLES_PER_REQUEST = 3
-blueprint = Blueprint("receive", __name__)
 
 
 @dataclass(slots=True)
@@ -90,40 +89,53 @@ def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_ev
     return accepted, refusals
 
 
+@dataclass(frozen=True, slots=True)
+class Route:
+    kind: str  # "tracking" (SDKs: write keys, skew correction), "generic" or "webhook" (signed)
+    default_type: str | None = None  # the event type a single-event route implies
+    methods: tuple = ("POST",)
+
+
 # The Tracking API (kind A, SDKs and Segment-compatible CDPs): write keys, skew correction.
 BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
 SINGLE_PATHS = {"track": ("/v1/track", "/v1/t"), "identify": ("/v1/identify", "/v1/i"), "page": ("/v1/page", "/v1/p"),
                 "screen": ("/v1/screen", "/v1/s"), "group": ("/v1/group", "/v1/g"), "alias": ("/v1/alias", "/v1/a")}
 # Webhook destinations (kind B) have already processed the event: signed, and their timestamp is trusted.
 WEBHOOK_PATHS = ("/v1/webhook",)
+ROUTES = {
+    "/v1/events": Route("generic"),  # any of the body shapes; the events' own timestamps are trusted
+    **{path: Route("tracking") for path in BATCH_PATHS},
+    **{path: Route("tracking", kind) for kind, paths in SINGLE_PATHS.items() for path in paths},
+    **{path: Route("webhook", methods=("POST", "PUT", "PATCH")) for path in WEBHOOK_PATHS},
+}
 
 
-def _receive(kind: str, default_type: str | None = None):
-    runtime = current_app.extensions["destination"]
+def receive(runtime, route: Route, body: bytes, header: Callable[[str], str | None]) -> bytes:
+    """One request's body to its JSON answer, everything stored; raise RequestError to refuse it whole.
+
+    `header(name)` reads a request header; the HTTP layer (receive_routes.py) supplies it."""
     settings = runtime.settings
-    body = inflate(request.get_data(cache=False), request.headers.get("Content-Encoding"), settings.max_request_bytes)
-    if kind == "webhook":
-        source = webhook_source(body, request.headers.get("X-Signature"), request.headers.get(settings.webhook_secret_header),
+    body = inflate(body, header("Content-Encoding"), settings.max_request_bytes)
+    if route.kind == "webhook":
+        source = webhook_source(body, header("X-Signature"), header(settings.webhook_secret_header),
                                 settings.webhook_secrets, settings.allow_unauthenticated)
     envelope = parse_body(body, settings.max_batch_events)
-    if kind != "webhook":
-        source = source_for(presented_key(request.headers.get("Authorization"), envelope.write_key),
+    if route.kind != "webhook":
+        source = source_for(presented_key(header("Authorization"), envelope.write_key),
                             settings.write_keys, settings.allow_unauthenticated)
     if envelope.single and len(body) > settings.max_event_bytes:
         # One event and nothing else to save: tell the sender plainly. In a batch, an oversized
         # event is refused on its own (kept as a dead letter) and the others are accepted.
         raise PayloadTooLarge(f"the event is {len(body)} bytes; the limit is {settings.max_event_bytes}", code="event_too_large")
     now_ms = runtime.now_ms()
-    events = expand(envelope, default_type, received_ms=now_ms if kind == "tracking" else None)
+    events = expand(envelope, route.default_type, received_ms=now_ms if route.kind == "tracking" else None)
     with _store_unavailable_is_503("read the live mappings"):
         mapping_set = runtime.mappings.current()
     processed = process_events(events, mapping_set, now_ms, settings.max_event_bytes, source)
     with _store_unavailable_is_503(f"store {len(processed.rows)} events"):
         runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, processed.samples, source)
     metrics.record_received(source, processed.counts, [d.code for d in processed.dead_letters])
-    return current_app.response_class(
-        orjson.dumps({**processed.counts, "events": processed.results}), 200, mimetype="application/json"
-    )
+    return orjson.dumps({**processed.counts, "events": processed.results})
 
 
 @contextmanager
@@ -134,18 +146,3 @@ def _store_unavailable_is_503(what: str):
     except Exception as exc:
         log.exception("could not %s", what)
         raise QueueUnavailable("the event store is unavailable; nothing was accepted, retry later", retry_after=5) from exc
-
-
-def _route(path: str, endpoint: str, view, methods=("POST",)) -> None:
-    blueprint.add_url_rule(path, endpoint, view, methods=list(methods), strict_slashes=False)
-
-
-# `/v1/events` takes any of the body shapes and trusts the events' own timestamps.
-_route("/v1/events", "events", lambda: _receive("generic"))
-for _path in BATCH_PATHS:
-    _route(_path, f"batch{_path}", lambda: _receive("tracking"))
-for _type, _paths in SINGLE_PATHS.items():
-    for _path in _paths:
-        _route(_path, f"single{_path}", lambda t=_type: _receive("tracking", t))
-for _path in WEBHOOK_PATHS:
-    _route(_path, f"webhook{_path}", lambda: _receive("webhook"), methods=("POST", "PUT", "PATCH"))
