@@ -15,6 +15,7 @@ from .errors import ConfigError
 from .health import readiness
 from .mapping_store import MappingStore
 from .queue import Queue, open_queue
+from .receive import Sampler
 
 log = logging.getLogger("destination.app")
 
@@ -27,6 +28,7 @@ class Runtime:
     queue: Queue
     mappings: MappingStore
     clock: Callable[[], float] = field(default=time.time)
+    sampler: Sampler = field(default_factory=Sampler)  # which requests leave events for previews
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)

@@ -40,13 +40,26 @@ REQUEST_SECONDS = Histogram("destination_metronome_request_seconds", "Duration o
 
 
 def record_received(source: str, counts: dict, refusal_codes: list[str]) -> None:
-    total = counts["accepted"] + counts["filtered"] + counts["refused"]
-    RECEIVED.labels(source).inc(total)
-    ACCEPTED.labels(source).inc(counts["accepted"])
-    FILTERED.labels(source).inc(counts["filtered"])
+    received, accepted, filtered = _per_source(source)
+    received.inc(counts["accepted"] + counts["filtered"] + counts["refused"])
+    accepted.inc(counts["accepted"])
+    if counts["filtered"]:
+        filtered.inc(counts["filtered"])
     for code in refusal_codes:
         REFUSED.labels(code).inc()
         DEAD_LETTERED.labels("receive", code).inc()
+
+
+_SOURCE_CHILDREN: dict[str, tuple] = {}
+
+
+def _per_source(source: str) -> tuple:
+    """The three per-source counters, looked up once per source: `labels()` checks and locks on
+    every call, a measurable share of a single-event request. Sources are the configured labels."""
+    children = _SOURCE_CHILDREN.get(source)
+    if children is None:
+        children = _SOURCE_CHILDREN[source] = (RECEIVED.labels(source), ACCEPTED.labels(source), FILTERED.labels(source))
+    return children
 
 
 def record_response(status: int | None, seconds: float) -> None:

@@ -3,9 +3,9 @@ the request id, the one access-log line, and the JSON body of a refused request.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 import orjson
 from werkzeug.exceptions import HTTPException
@@ -21,7 +21,7 @@ UNLOGGED_PATHS = ("/healthz", "/metrics")  # probes and scrapes would drown the 
 
 def request_id(offered: str | None) -> str:
     """The platform's X-Request-Id if it is sane, so logs join up across hops; else a new one."""
-    return offered if offered and _REQUEST_ID.match(offered) else uuid.uuid4().hex
+    return offered if offered and _REQUEST_ID.match(offered) else os.urandom(16).hex()  # as random as uuid4, without the object
 
 
 def log_access(method: str, path: str, status: int, started: float, bytes_in: int) -> None:

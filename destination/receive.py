@@ -22,6 +22,25 @@ from .validate import build_usage_event
 
 log = logging.getLogger("destination.receive")
 SAMPLES_PER_REQUEST = 3
+SAMPLING_WARMUP = 200  # requests sampled in full first: as many as the store keeps (RECENT_EVENTS_KEPT)
+SAMPLING_INTERVAL_MS = 100
+
+
+class Sampler:
+    """Which requests leave raw events for mapping previews: every request until SAMPLING_WARMUP,
+    then at most one each SAMPLING_INTERVAL_MS per process. Previews need recent traffic, not all
+    of it, and writing and pruning samples was a tenth of a single-event request's cost.
+    A race between threads only samples one request more."""
+
+    def __init__(self, warmup: int = SAMPLING_WARMUP, interval_ms: int = SAMPLING_INTERVAL_MS):
+        self.warmup, self.interval_ms = warmup, interval_ms
+        self.taken, self.last_ms = 0, None
+
+    def take(self, now_ms: int) -> bool:
+        if self.taken >= self.warmup and self.last_ms is not None and 0 <= now_ms - self.last_ms < self.interval_ms:
+            return False
+        self.taken, self.last_ms = self.taken + 1, now_ms
+        return True
 
 
 @dataclass(slots=True)
@@ -133,7 +152,8 @@ def receive(runtime, route: Route, body: bytes, header: Callable[[str], str | No
         mapping_set = runtime.mappings.current()
     processed = process_events(events, mapping_set, now_ms, settings.max_event_bytes, source)
     with _store_unavailable_is_503(f"store {len(processed.rows)} events"):
-        runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, processed.samples, source)
+        samples = processed.samples if runtime.sampler.take(now_ms) else ()
+        runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, samples, source)
     metrics.record_received(source, processed.counts, [d.code for d in processed.dead_letters])
     return orjson.dumps({**processed.counts, "events": processed.results})
 

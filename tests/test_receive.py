@@ -105,3 +105,22 @@ def test_an_unwritable_queue_gets_503_with_retry_after(client, queue, clock):
 def test_unknown_event_types_are_answered_200_as_filtered(client, queue):
     response = post(client, [{"type": "delete", "userId": "u"}, {"type": "brand_new", "userId": "u"}])
     assert response.status_code == 200 and response.json["filtered"] == 2
+
+
+def test_sampling_takes_every_request_at_first_then_one_per_interval():
+    from destination.receive import Sampler
+
+    sampler = Sampler(warmup=3, interval_ms=100)
+    assert [sampler.take(1000) for _ in range(3)] == [True, True, True]  # warm-up: timing ignored
+    assert [sampler.take(t) for t in (1000, 1099, 1100, 1150, 1250)] == [False, False, True, False, True]
+    assert sampler.take(900)  # a clock that stepped back never silences sampling
+
+
+def test_unsampled_requests_still_store_every_event(app, client, queue, clock):
+    from destination.receive import Sampler
+
+    app.extensions["destination"].sampler = Sampler(warmup=2, interval_ms=3_600_000)
+    for i in range(5):
+        assert post(client, track(f"s{i}", clock.iso())).status_code == 200
+    assert queue.depth() == 5
+    assert len(queue.recent_events(50)) == 2
