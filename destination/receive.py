@@ -101,10 +101,8 @@ def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_ev
             refusals.append((mapping.name, refusal))
             continue
         accepted.append(usage.transaction_id)
-        message_id = event.get("messageId")
         rows.append(QueuedEvent(usage.transaction_id, orjson.dumps(usage.event), raw, mapping_set.version,
-                                usage.timestamp_ms, message_id if isinstance(message_id, str) else None,
-                                usage.event["customer_id"], source))
+                                usage.timestamp_ms, _searchable(event.get("messageId")), usage.event["customer_id"], source))
     return accepted, refusals
 
 
@@ -113,6 +111,11 @@ class Route:
     kind: str  # "tracking" (SDKs: write keys, skew correction), "generic" or "webhook" (signed)
     default_type: str | None = None  # the event type a single-event route implies
     methods: tuple = ("POST",)
+
+
+def _searchable(message_id) -> str | None:
+    """The messageId the delivery log is searched by, when it is text a database can hold."""
+    return message_id if isinstance(message_id, str) and "\x00" not in message_id else None
 
 
 # The Tracking API (kind A, SDKs and Segment-compatible CDPs): write keys, skew correction.

@@ -106,8 +106,12 @@ def _is_empty(value) -> bool:
 
 
 def _scalar_text(name: str, value) -> str:
-    """Identifiers may arrive as numbers (userId 42); objects, arrays and booleans are refused."""
+    """Identifiers may arrive as numbers (userId 42); objects, arrays and booleans are refused,
+    and so is a NUL character, which a Postgres text column cannot hold: stored, it would fail
+    the whole request with a 503 on every retry, and the other events with it."""
     if isinstance(value, str):
+        if "\x00" in value:
+            raise EventRefused(f"invalid_{name}", f"{name} contains a NUL character (\\u0000)")
         return value
     if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
         try:

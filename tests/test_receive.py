@@ -124,3 +124,28 @@ def test_unsampled_requests_still_store_every_event(app, client, queue, clock):
         assert post(client, track(f"s{i}", clock.iso())).status_code == 200
     assert queue.depth() == 5
     assert len(queue.recent_events(50)) == 2
+
+
+@pytest.mark.parametrize("field, code", [("messageId", "invalid_transaction_id"), ("userId", "invalid_customer_id"),
+                                         ("event", "invalid_event_type")])
+def test_a_nul_in_an_id_refuses_that_event_only(client, queue, clock, field, code):
+    # Postgres text cannot hold NUL: stored, it failed the whole request with a 503 on every retry.
+    bad = {**track("nul-1", clock.iso()), field: "a\u0000b"}
+    response = post(client, [bad, track("fine-1", clock.iso(), note="x\u0000y")])
+    assert response.status_code == 200
+    assert [e["status"] for e in response.json["events"]] == ["refused", "accepted"]
+    assert response.json["events"][0]["errors"][0]["code"] == code
+    assert queue.depth() == 1 and queue.dead_letter_count() == 1
+
+
+def test_a_nul_in_a_message_id_the_mapping_does_not_use_is_stored_unsearchable(queue, clock):
+    from destination.mapping import compile_mapping_set
+    from destination.receive import process_events
+
+    mappings = compile_mapping_set({"mappings": [{
+        "name": "hashed id", "trigger": {"path": "$.type", "equals": "track"},
+        "fields": {"transaction_id": {"hash": ["$.messageId"]}, "customer_id": {"path": "$.userId"},
+                   "event_type": {"path": "$.event"}, "timestamp": {"path": "$.timestamp"}}}]}, "v-test")
+    processed = process_events([track("a\u0000b", clock.iso())], mappings, int(clock() * 1000), 32768)
+    assert processed.counts["accepted"] == 1 and processed.rows[0].message_id is None
+    assert queue.enqueue(processed.rows, [], int(clock() * 1000)) == 1
