@@ -56,14 +56,16 @@ class PostgresQueue(SQLQueue):
         return [int(i) for i in ids]
 
     def _insert_events(self, db, rows) -> int:
-        # One statement over column arrays: a 2,500-event request is one round trip.
-        columns = list(zip(*rows))
-        return db.execute(
+        # One statement over column arrays: a 2,500-event request is one round trip. The arrays
+        # go in binary (`%b`, psycopg's own placeholder, so not through `_translate`): in text
+        # form psycopg escapes every element with a regex, which cost more than the insert
+        # itself (100 rows: 5.0-5.5 ms text, 2.2-2.3 ms binary).
+        return db.conn.execute(
             "INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms,"
-            " available_at_ms, message_id, customer_id, source) SELECT * FROM unnest(?::text[], ?::bytea[], ?::bytea[],"
-            " ?::text[], ?::bigint[], ?::bigint[], ?::bigint[], ?::text[], ?::text[], ?::text[])"
+            " available_at_ms, message_id, customer_id, source) SELECT * FROM unnest(%b::text[], %b::bytea[], %b::bytea[],"
+            " %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[])"
             " ON CONFLICT (transaction_id) DO NOTHING",
-            [list(column) for column in columns],
+            [list(column) for column in zip(*rows)],
         ).rowcount
 
     def close(self) -> None:
