@@ -7,6 +7,7 @@ and so is anything after `Bearer`/`Basic` or in an Authorization header or URL p
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import re
 import sys
@@ -18,10 +19,10 @@ import orjson
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 MASK = "[redacted]"
-_CREDENTIALS = [
-    re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+"),
-    re.compile(r"(?i)(\bbasic\s+)[A-Za-z0-9+/]{8,}={0,2}"),
-    re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\n,}]+"),
+_CREDENTIALS = [  # (keyword, pattern): a pattern can only match where its keyword appears
+    ("bearer", re.compile(r"(?i)(\bbearer\s+)[A-Za-z0-9._~+/=-]+")),
+    ("basic", re.compile(r"(?i)(\bbasic\s+)[A-Za-z0-9+/]{8,}={0,2}")),
+    ("authorization", re.compile(r"(?i)(authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\n,}]+")),
 ]
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
 _secrets: list[str] = []
@@ -45,18 +46,32 @@ def secrets_of(settings) -> list[str]:
 
 
 def redact(text: str) -> str:
+    """Mask known secrets and anything that looks like a credential.
+
+    Every line passes through here, so the patterns run only where their keyword appears: for
+    ASCII text, lower() is exactly the case-insensitivity the patterns use; other text (where
+    IGNORECASE also folds characters such as U+017F) always gets every pattern."""
     for secret in _secrets:
-        text = text.replace(secret, MASK)
-    text = _URL_PASSWORD.sub(r"\1" + MASK + "@", text)
-    for pattern in _CREDENTIALS:
-        text = pattern.sub(r"\1" + MASK, text)
+        if secret in text:
+            text = text.replace(secret, MASK)
+    if "://" in text:
+        text = _URL_PASSWORD.sub(r"\1" + MASK + "@", text)
+    lowered = text.lower() if text.isascii() else None
+    for keyword, pattern in _CREDENTIALS:
+        if lowered is None or keyword in lowered:
+            text = pattern.sub(r"\1" + MASK, text)
     return text
+
+
+@functools.lru_cache(maxsize=4)
+def _second(epoch_s: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_s))
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         line = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": f"{_second(int(record.created))}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),

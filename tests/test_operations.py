@@ -5,6 +5,7 @@ import logging
 
 import orjson
 import pytest
+from hypothesis import given, strategies as st
 import requests
 from prometheus_client import REGISTRY
 
@@ -198,6 +199,26 @@ def test_redaction_masks_secrets_and_credentials(text, expected):
     logs._secrets[:] = ["sk_live_12345"]
     try:
         assert logs.redact(text) == expected
+    finally:
+        logs._secrets[:] = []
+
+
+def _redact_every_pattern(text: str) -> str:
+    """The rule before the keyword prefilter: every pattern on every line."""
+    for secret in logs._secrets:
+        text = text.replace(secret, logs.MASK)
+    text = logs._URL_PASSWORD.sub(r"\1" + logs.MASK + "@", text)
+    for _, pattern in logs._CREDENTIALS:
+        text = pattern.sub(r"\1" + logs.MASK, text)
+    return text
+
+
+@given(st.lists(st.sampled_from(["Bearer ", "bAsIc ", "Authorization", ": ", "=", '"', "://u:", "p@", "dGVzdC13cml0ZS1r",
+                                 "abc.def", " ", "\n", "ſ", "K", "ı", "İ", "BASİC ", "baſic ", "sk_live_1"]), max_size=12).map("".join))
+def test_the_keyword_prefilter_redacts_exactly_what_every_pattern_would(text):
+    logs._secrets[:] = ["sk_live_1"]
+    try:
+        assert logs.redact(text) == _redact_every_pattern(text)
     finally:
         logs._secrets[:] = []
 
