@@ -11,6 +11,7 @@ import threading
 
 from . import config
 from .errors import ConfigError
+from .startup import settled
 
 log = logging.getLogger("destination.cli")
 SANDBOX_TOKEN = "sandbox-token"
@@ -127,6 +128,7 @@ def _worker(args) -> int:
         settings, sandbox = _start_sandbox(settings)
     queue = open_queue(settings)
     worker = build_worker(settings, queue)
+    settled()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

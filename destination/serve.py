@@ -101,5 +101,8 @@ class Server(BaseApplication):
     def load(self):
         # Built in each worker after the fork, so no database connection crosses a fork.
         from .app import create_app
+        from .startup import settled
 
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        settled()
+        return app
