@@ -20,14 +20,22 @@ AUTH = "Basic " + base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
 
 
 def event(message_id: str, stamp: str) -> dict:
-    """A ~700-byte Segment track event with ten properties, as the mapping bench uses."""
+    """A ~1 KB Segment track event as analytics.js sends it: ten properties and the usual context."""
     return {"type": "track", "event": "llm_request", "messageId": message_id, "userId": "user_42",
-            "timestamp": stamp, "properties": {"model": "gpt-5", "input_tokens": 1500, "output_tokens": 320,
-                                               "cost": 0.0042, "region": "us-east-1", "cached": False,
-                                               "latency_ms": 812.5, "endpoint": "/v1/chat", "team": "platform",
-                                               "tags": ["a", "b"]},
-            "context": {"library": {"name": "analytics-python", "version": "2.4.0"}, "ip": "203.0.113.7",
-                        "groupId": "org_77"}}
+            "anonymousId": "a6c1f1d2-93be-4c57-8d0b-2f6f1e5a9b10", "timestamp": stamp, "sentAt": stamp,
+            "properties": {"model": "gpt-5", "input_tokens": 1500, "output_tokens": 320,
+                           "cost": 0.0042, "region": "us-east-1", "cached": False,
+                           "latency_ms": 812.5, "endpoint": "/v1/chat", "team": "platform",
+                           "tags": ["a", "b"]},
+            "context": {"library": {"name": "analytics.js", "version": "next-1.72.0"}, "ip": "203.0.113.7",
+                        "locale": "en-US", "timezone": "Europe/Berlin", "groupId": "org_77",
+                        "userAgent": "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko)"
+                                     " Chrome/131.0.0.0 Safari/537.36",
+                        "page": {"path": "/app/playground", "referrer": "https://www.example.com/pricing", "search": "",
+                                 "title": "Playground - Example AI", "url": "https://app.example.com/app/playground"},
+                        "campaign": {"name": "winter-launch", "source": "newsletter", "medium": "email"},
+                        "traits": {"plan": "pro", "email": "someone@example.com"}},
+            "integrations": {}}
 
 
 def _sender(port, path, per_request, duration_s, tag, results, lock):
