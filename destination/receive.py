@@ -1,7 +1,8 @@
-"""The CDP-facing route: receive -> authenticate -> parse -> map -> validate -> queue -> 200.
+"""The CDP-facing routes' pipeline: receive -> authenticate -> parse -> map -> validate -> queue -> 200.
 
-The answer comes only after the accepted events and the refused ones are committed together,
-so a 200 always means "stored"; a store that cannot be written answers 503 so the sender retries.
+receive_routes.py is the HTTP layer in front of it. The answer comes only after the accepted
+events and the refused ones are committed together, so a 200 always means "stored"; a store that
+cannot be written answers 503 so the sender retries.
 """
 from __future__ import annotations
 
@@ -106,16 +107,16 @@ def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_ev
     return accepted, refusals
 
 
+def _searchable(message_id) -> str | None:
+    """The messageId the delivery log is searched by, when it is text a database can hold."""
+    return message_id if isinstance(message_id, str) and "\x00" not in message_id else None
+
+
 @dataclass(frozen=True, slots=True)
 class Route:
     kind: str  # "tracking" (SDKs: write keys, skew correction), "generic" or "webhook" (signed)
     default_type: str | None = None  # the event type a single-event route implies
     methods: tuple = ("POST",)
-
-
-def _searchable(message_id) -> str | None:
-    """The messageId the delivery log is searched by, when it is text a database can hold."""
-    return message_id if isinstance(message_id, str) and "\x00" not in message_id else None
 
 
 # The Tracking API (kind A, SDKs and Segment-compatible CDPs): write keys, skew correction.
