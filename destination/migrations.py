@@ -67,6 +67,16 @@ _MAPPINGS_AND_SAMPLES = """
     ALTER TABLE dead_letters ADD COLUMN source TEXT
 """
 
+# Each index on the delivery log is a random-key B-tree insert per delivered event, and with four
+# of them the log halved a worker's speed (measured: 25-28k events/s with it, 45-50k without).
+# Most events' messageId is their transaction_id, so the messageId index keeps only the rows where
+# the two differ; the time index goes, because pruning walks ids (ids grow with time).
+_LEANER_DELIVERY_LOG = """
+    DROP INDEX delivery_log_at;
+    DROP INDEX delivery_log_message;
+    CREATE INDEX delivery_log_message ON delivery_log (message_id) WHERE message_id <> transaction_id
+"""
+
 SQLITE = [
     """
     CREATE TABLE outbox (
@@ -92,6 +102,7 @@ SQLITE = [
 
     """,
     _MAPPINGS_AND_SAMPLES.format(**_SQLITE_TYPES),
+    _LEANER_DELIVERY_LOG,
 ]
 
 POSTGRES = [
@@ -116,6 +127,7 @@ POSTGRES = [
     """ + _DELIVERY_LOG.format(**_POSTGRES_TYPES) + """
     """,
     _MAPPINGS_AND_SAMPLES.format(**_POSTGRES_TYPES),
+    _LEANER_DELIVERY_LOG,
 ]
 
 STEPS = {"sqlite": SQLITE, "postgres": POSTGRES}

@@ -176,14 +176,23 @@ class SQLQueue:
 
     def search_deliveries(self, *, transaction_id=None, message_id=None, customer_id=None, limit=100) -> list[dict]:
         """Delivery attempts for one transaction_id, messageId or customer, newest first."""
-        clause, params = _where([("transaction_id", "=", transaction_id), ("message_id", "=", message_id),
-                                 ("customer_id", "=", customer_id)])
+        clause, params = _where([("transaction_id", "=", transaction_id), ("customer_id", "=", customer_id)])
+        if message_id is not None:
+            # Two index lookups (see migrations._LEANER_DELIVERY_LOG): rows whose messageId differs
+            # from their transaction_id, and rows where the two are the same.
+            clause += (" AND" if clause else " WHERE") + (
+                " ((message_id = ? AND message_id <> transaction_id) OR (transaction_id = ? AND message_id = ?))")
+            params += [message_id, message_id, message_id]
         return self._dicts(f"SELECT id, {_LOG_COLUMNS} FROM delivery_log{clause} ORDER BY id DESC LIMIT ?",
                            (*params, limit))
 
     def prune_delivery_log(self, before_ms: int) -> int:
+        """Delete attempts older than `before_ms`. Ids grow with time, so everything below the first
+        newer row goes: a walk over the rows being deleted, with no index on time to keep up."""
         with self._write() as db:
-            return db.execute("DELETE FROM delivery_log WHERE at_ms < ?", (before_ms,)).rowcount
+            return db.execute(
+                "DELETE FROM delivery_log WHERE id < coalesce((SELECT id FROM delivery_log WHERE at_ms >= ? ORDER BY id"
+                " LIMIT 1), (SELECT max(id) + 1 FROM delivery_log))", (before_ms,)).rowcount
 
     # -- mapping versions: every save is a new row; the newest row is the live mapping -----------
     def save_mapping_version(self, document: str, author: str, comment: str, now_ms: int, if_latest=ANY) -> int | None:

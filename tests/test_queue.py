@@ -173,6 +173,34 @@ def test_every_attempt_is_logged_and_searchable(open_store):
     assert [a["outcome"] for a in queue.search_deliveries()] == ["delivered", "delivered"]
 
 
+def test_the_log_finds_a_message_id_whether_or_not_it_is_the_transaction_id(open_store):
+    queue = open_store()
+    same = QueuedEvent("msg-1", b"{}", b"{}", "v1", 1000, "msg-1", "c")  # the default mapping's case
+    derived = QueuedEvent("msg-2:input_tokens", b"{}", b"{}", "v1", 1000, "msg-2", "c")  # a template id
+    none = QueuedEvent("t-3", b"{}", b"{}", "v1", 1000, None, "c")
+    queue.enqueue([same, derived, none], [], now_ms=0)
+    claim = queue.claim(10, 1000, 0)
+    queue.ack_many(claim.owner, [([e.id for e in claim.events], DeliveryNote(5, 200, "HTTP 200"))])
+    assert [a["transaction_id"] for a in queue.search_deliveries(message_id="msg-1")] == ["msg-1"]
+    assert [a["transaction_id"] for a in queue.search_deliveries(message_id="msg-2")] == ["msg-2:input_tokens"]
+    assert queue.search_deliveries(message_id="msg-2:input_tokens") == []  # a transaction_id is not a messageId
+    assert queue.search_deliveries(message_id="t-3") == []
+    assert [a["message_id"] for a in queue.search_deliveries(transaction_id="t-3")] == [None]
+
+
+def test_pruning_keeps_every_attempt_from_the_first_new_enough_one_on(open_store):
+    queue = open_store()
+    queue.enqueue(events(4), [], now_ms=0)
+    claim = queue.claim(10, 1000, 0)
+    ids = [e.id for e in claim.events]
+    queue.ack_many(claim.owner, [([ids[0]], DeliveryNote(10, 200, "")), ([ids[1]], DeliveryNote(30, 200, "")),
+                                 ([ids[2]], DeliveryNote(20, 200, "")), ([ids[3]], DeliveryNote(40, 200, ""))])
+    assert queue.prune_delivery_log(before_ms=25) == 1  # t1 at 30 is new enough; t2 (20) after it waits a turn
+    assert [a["transaction_id"] for a in queue.search_deliveries()] == ["t3", "t2", "t1"]
+    assert queue.prune_delivery_log(before_ms=100) == 3 and queue.search_deliveries() == []
+    assert queue.prune_delivery_log(before_ms=100) == 0
+
+
 def test_the_delivery_log_can_be_turned_off(open_store):
     queue = open_store(delivery_log=False)
     queue.enqueue(events(1), [], now_ms=0)
