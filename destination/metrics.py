@@ -43,8 +43,7 @@ def record_received(source: str, counts: dict, refusal_codes: list[str]) -> None
     received, accepted, filtered = _per_source(source)
     received.inc(counts["accepted"] + counts["filtered"] + counts["refused"])
     accepted.inc(counts["accepted"])
-    if counts["filtered"]:
-        filtered.inc(counts["filtered"])
+    filtered.inc(counts["filtered"])
     for code in refusal_codes:
         REFUSED.labels(code).inc()
         DEAD_LETTERED.labels("receive", code).inc()

@@ -155,8 +155,8 @@ def receive(runtime, route: Route, body: bytes, header: Callable[[str], str | No
     with _store_unavailable_is_503("read the live mappings"):
         mapping_set = runtime.mappings.current()
     processed = process_events(events, mapping_set, now_ms, settings.max_event_bytes, source)
+    samples = processed.samples if runtime.sampler.take(now_ms) else ()
     with _store_unavailable_is_503(f"store {len(processed.rows)} events"):
-        samples = processed.samples if runtime.sampler.take(now_ms) else ()
         runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, samples, source)
     metrics.record_received(source, processed.counts, [d.code for d in processed.dead_letters])
     return orjson.dumps({**processed.counts, "events": processed.results})

@@ -39,7 +39,7 @@ class ReceiveRoutes:
                 raise MethodNotAllowed(valid_methods=route.methods)
             status, headers = 200, {}
             body = receive(self.runtime, route, read_body(environ, self.runtime.settings.max_request_bytes),
-                           lambda name: environ.get(_environ_key(name)))
+                           lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
         except Exception as error:  # noqa: BLE001 - every failure becomes an answer, as in Flask's handler
             status, body, headers = observe.refusal(error)
         try:
@@ -81,13 +81,3 @@ def _declared_length(environ) -> int | None:
     text = environ.get("CONTENT_LENGTH") or "0"
     return int(text) if text.isascii() and text.isdigit() else None
 
-
-_ENVIRON_KEYS: dict[str, str] = {}
-
-
-def _environ_key(header: str) -> str:
-    """`X-Signature` -> `HTTP_X_SIGNATURE`, as WSGI names request headers."""
-    key = _ENVIRON_KEYS.get(header)
-    if key is None:
-        key = _ENVIRON_KEYS[header] = "HTTP_" + header.upper().replace("-", "_")
-    return key

@@ -12,7 +12,7 @@ from decimal import Decimal, InvalidOperation
 
 from .errors import EventRefused
 from .exact import NumberOutOfRange, decimal_text, dumps, to_metronome_string
-from .timestamps import EPOCH, parse_timestamp, to_rfc3339
+from .timestamps import EPOCH, rfc3339_ms, to_rfc3339
 
 _NUMBER = (int, float, Decimal)
 
@@ -55,7 +55,7 @@ def _decimal(value) -> str:
 
 def _rfc3339(value) -> str:
     try:
-        return to_rfc3339(parse_timestamp(value))
+        return rfc3339_ms(value)[1]
     except EventRefused as exc:
         raise CannotTransform(exc.message) from None
 
