@@ -65,8 +65,8 @@ def app_env(store: dict) -> dict:
 
 
 def measure(port: int, path: str, per_request: int, args, label: str) -> dict:
-    loadgen.run(port, path, per_request, 1.0, tag=f"warm-{label}-{uuid.uuid4().hex[:6]}")
-    runs = [loadgen.run(port, path, per_request, args.seconds, tag=f"{label}-{uuid.uuid4().hex[:6]}",
+    loadgen.run(port, path, per_request, 1.0)
+    runs = [loadgen.run(port, path, per_request, args.seconds,
                         threads=4 if per_request > 1 else 8) for _ in range(args.runs)]
     refused = {s: n for r in runs for s, n in r["statuses"].items() if s != 200}
     if refused:

@@ -1,8 +1,9 @@
 """A closed-loop HTTP load generator for the benches: processes x threads, each thread with one
 keep-alive connection to 127.0.0.1, sending for a fixed time and recording every latency.
 
-Bodies are built in the sending process with ids unique per run, so no request is a duplicate
-the server could skip cheaply.
+Bodies are built in the sending process with random UUID messageIds, as the SDKs make them, so
+no request is a duplicate the server could skip cheaply, and the ids' hex holds what real ids hold
+(such as "e123", which looks like the tail of a number).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import multiprocessing
 import statistics
 import threading
 import time
+import uuid
 
 import orjson
 
@@ -38,14 +40,14 @@ def event(message_id: str, stamp: str) -> dict:
             "integrations": {}}
 
 
-def _sender(port, path, per_request, duration_s, tag, results, lock):
+def _sender(port, path, per_request, duration_s, results, lock):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": AUTH, "Content-Type": "application/json"}
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 60))
     latencies, statuses, sent = [], {}, 0
     deadline = time.perf_counter() + duration_s
     while time.perf_counter() < deadline:
-        batch = [event(f"{tag}-{sent + i}", stamp) for i in range(per_request)]
+        batch = [event(str(uuid.uuid4()), stamp) for _ in range(per_request)]
         body = orjson.dumps(batch if per_request > 1 else batch[0])
         start = time.perf_counter()
         connection.request("POST", path, body, headers)
@@ -59,9 +61,9 @@ def _sender(port, path, per_request, duration_s, tag, results, lock):
         results.append((latencies, statuses))
 
 
-def _process(port, path, per_request, duration_s, threads, tag, queue):
+def _process(port, path, per_request, duration_s, threads, queue):
     results, lock = [], threading.Lock()
-    workers = [threading.Thread(target=_sender, args=(port, path, per_request, duration_s, f"{tag}-{i}", results, lock))
+    workers = [threading.Thread(target=_sender, args=(port, path, per_request, duration_s, results, lock))
                for i in range(threads)]
     for worker in workers:
         worker.start()
@@ -70,12 +72,11 @@ def _process(port, path, per_request, duration_s, threads, tag, queue):
     queue.put(results)
 
 
-def run(port: int, path: str, per_request: int, duration_s: float, processes: int = 2, threads: int = 4,
-        tag: str = "run") -> dict:
+def run(port: int, path: str, per_request: int, duration_s: float, processes: int = 2, threads: int = 4) -> dict:
     """Send for `duration_s`; return events/s, requests/s, p50/p99 latency in ms and the statuses."""
     queue = multiprocessing.get_context("fork").Queue()
     procs = [multiprocessing.get_context("fork").Process(
-        target=_process, args=(port, path, per_request, duration_s, threads, f"{tag}-p{i}", queue)) for i in range(processes)]
+        target=_process, args=(port, path, per_request, duration_s, threads, queue)) for _ in range(processes)]
     started = time.perf_counter()
     for proc in procs:
         proc.start()

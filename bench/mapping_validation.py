@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import orjson
@@ -32,9 +34,12 @@ REQUEST_EVENTS = 100
 
 
 def make_events(n: int, now_s: float) -> list:
-    """The load generator's ~1 KB analytics.js track event, n times with distinct ids and users."""
+    """The load generator's ~1 KB analytics.js track event, n times with distinct users and random
+    UUID messageIds (seeded, so every run maps the same events)."""
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S.123Z", time.gmtime(now_s - 60))
-    return [{**loadgen.event(f"5f1c3b2e-8d4a-4c1e-9b7a-{i:012d}", stamp), "userId": f"user_{i % 500}"} for i in range(n)]
+    ids = random.Random(42)
+    return [{**loadgen.event(str(uuid.UUID(int=ids.getrandbits(128), version=4)), stamp), "userId": f"user_{i % 500}"}
+            for i in range(n)]
 
 
 def main() -> None:

@@ -21,21 +21,34 @@ import orjson
 # hex ids such as "e4f1...e123" in strings from sending every event down the slow path.
 # False positives (such text inside a string) only cost speed, never correctness.
 _RISKY = re.compile(rb"[:,\[]\s*-?(?:[0-9.]{16}|[0-9.]+[eE][-+]?[0-9]{3})")
-# The regex scans at about 10 ns a byte, as long as orjson's whole parse. A C-speed prefilter
-# first: every byte becomes a class letter (digit or '.' -> d, e/E -> e, sign -> s), and a body
-# whose class text holds neither 16 d's in a row nor an e, optional sign and three d's cannot
-# match `_RISKY`, so it skips the regex. That is nearly every body.
-_CLASSES = bytes(b"d"[0] if chr(i) in "0123456789." else b"e"[0] if chr(i) in "eE" else b"s"[0] if chr(i) in "+-"
-                 else b"_"[0] for i in range(256))
+# The regex scans at about 15 ns a byte, several times orjson's whole parse, so it runs only
+# where a risky literal could be. Every byte becomes a class letter (digit or '.' -> d, e/E -> e,
+# sign -> s, whitespace -> w, anything else -> _), and every match of `_RISKY` holds one of the
+# signs below in that class text. Hex ids hold "e123" often (a random UUID about every other
+# time), so a sign alone is not enough: each one is checked where its run of number-like bytes
+# starts, which is the only place a match holding it can start.
+_CLASSES = bytes(ord("d") if chr(i) in "0123456789." else ord("e") if chr(i) in "eE" else ord("s") if chr(i) in "+-"
+                 else ord("w") if chr(i) in " \t\n\r\f\v" else ord("_") for i in range(256))
 _RISK_SIGNS = (b"d" * 16, b"eddd", b"esddd")
+_MAX_CHECKS = 256  # 100 events with UUID ids hold about 30 signs
 
 
 def _risky(raw: bytes) -> bool:
     """True when some number literal might not survive a trip through a double (see above)."""
     classes = raw.translate(_CLASSES)
-    if not any(sign in classes for sign in _RISK_SIGNS):
-        return False
-    return _RISKY.search(raw) is not None
+    checks = 0
+    for sign in _RISK_SIGNS:
+        at = classes.find(sign)
+        while at >= 0:
+            checks += 1
+            if checks > _MAX_CHECKS:  # a body made of signs: one regex scan costs less than more checks
+                return _RISKY.search(raw) is not None
+            start = classes.rfind(b"_", 0, at)  # the byte before this run: a match would start there
+            if start >= 0 and raw[start] in b":,[" and _RISKY.match(raw, start):
+                return True
+            end = classes.find(b"_", at)  # one check per run, so a long run costs one scan
+            at = classes.find(sign, end) if end >= 0 else -1
+    return False
 
 # The longest plain decimal we will render. 1e999999 is a valid 8-byte literal whose plain form
 # is a million digits: refuse it rather than let it eat memory.

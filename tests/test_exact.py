@@ -89,9 +89,20 @@ def test_fast_and_slow_paths_give_the_same_string(number):
     assert fast == exact.decimal_text(Decimal(literal))
 
 
-json_ish = st.text(alphabet='0123456789.eE+-:,[ "abcd{}', max_size=60).map(str.encode)
+json_ish = st.text(alphabet='0123456789.eE+-:,[ \t\n\x0b"abcdf{}', max_size=80).map(str.encode)
+# Hex ids next to numbers: the prefilter's sign ("e123") in and out of number position.
+hexy = st.lists(st.one_of(st.uuids().map(lambda u: f'"{u}"'), st.sampled_from(['1e123', '-2.5E-300', ' 9e999', '1' * 17])),
+                max_size=6).map(lambda parts: ("[" + ",".join(parts) + "]").encode())
 
 
-@given(st.one_of(json_ish, st.binary(max_size=60)))
+@given(st.one_of(json_ish, hexy, st.binary(max_size=60)))
 def test_the_fast_prefilter_agrees_with_the_regex_it_guards(raw):
     assert exact._risky(raw) == (exact._RISKY.search(raw) is not None)
+
+
+@pytest.mark.parametrize("tail, risky", [(b"1.5", False), (b"12345678901234567", True)])
+def test_a_body_full_of_number_like_text_still_finds_the_risky_number(tail, risky):
+    """Past the prefilter's check budget, the regex scans the body once: same answer, bounded cost."""
+    body = b'{"ids": [' + b",".join(b'"x%de123"' % i for i in range(exact._MAX_CHECKS * 2)) + b'], "n": ' + tail + b"}"
+    assert exact._risky(body) is risky
+    assert (exact.loads(body)["n"] == Decimal(tail.decode())) is True
