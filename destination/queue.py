@@ -70,7 +70,7 @@ class Claim:
 class Queue(Protocol):
     def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int,
                 samples: tuple = (), source: str | None = None) -> int:
-        """Store accepted events, refusals and preview samples atomically; return how many events were new."""
+        """Store accepted events, refusals and preview samples atomically; return how many events were stored."""
 
     def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
         """Lease up to `limit` ready events to one owner, oldest first."""

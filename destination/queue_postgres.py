@@ -63,8 +63,7 @@ class PostgresQueue(SQLQueue):
         return db.conn.execute(
             "INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms,"
             " available_at_ms, message_id, customer_id, source) SELECT * FROM unnest(%b::text[], %b::bytea[], %b::bytea[],"
-            " %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[])"
-            " ON CONFLICT (transaction_id) DO NOTHING",
+            " %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[])",
             [list(column) for column in zip(*rows)],
         ).rowcount
 

@@ -52,7 +52,8 @@ class SQLQueue:
         raise NotImplementedError
 
     def _insert_events(self, db, rows: list[tuple]) -> int:
-        """Insert outbox rows, skipping transaction_ids already queued; return how many were new."""
+        """Insert outbox rows; return how many. A repeated transaction_id is stored again: Metronome
+        ignores the repeat (see migrations._SQLITE_OUTBOX_WITHOUT_UNIQUE)."""
         raise NotImplementedError
 
     # -- the Queue protocol ------------------------------------------------------------------

@@ -76,13 +76,12 @@ class SQLiteQueue(SQLQueue):
         return "[" + ",".join(str(int(i)) for i in ids) + "]"
 
     def _insert_events(self, db, rows) -> int:
-        before = db.total_changes
         db.executemany(
-            "INSERT OR IGNORE INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms,"
+            "INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms,"
             " received_at_ms, available_at_ms, message_id, customer_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        return db.total_changes - before
+        return len(rows)
 
     def close(self) -> None:
         with self._lock:

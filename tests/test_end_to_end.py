@@ -19,6 +19,8 @@ def test_metronomes_integration_check_two_of_three_and_6000_bytes(service, sandb
     assert response.status_code == 200
     assert response.json()["accepted"] == 3
     wait_until(lambda: len(sandbox_events(sandbox)) == 2 and service.queue.depth() == 0, message="two events at the sandbox")
+    # The repeat travels with its transaction_id, and Metronome (here the sandbox) ignores it.
+    assert sandbox.state.duplicates == 1
     totals = requests.get(sandbox.url + "/sandbox/totals", timeout=5).json()
     assert totals == {"cust_1": {"transfer": {"count": 2, "sums": {"bytes": "6000"}}}}
 

@@ -82,12 +82,14 @@ def test_dead_letter_moves_the_row_with_its_reason(open_store):
     assert letter["payload"] == b'{"transaction_id":"t0"}'
 
 
-def test_a_pending_duplicate_transaction_id_is_stored_once(open_store):
+def test_a_repeated_transaction_id_is_queued_again_with_the_same_id(open_store):
+    """A sender's retry is stored again, not merged: Metronome ignores the repeat by its
+    transaction_id (test_end_to_end's integration check shows the whole trip)."""
     queue = open_store()
     assert queue.enqueue(events(2), [], 0) == 2
-    assert queue.enqueue(events(3), [], 0) == 1
-    assert queue.enqueue(events(1, start=9) * 2, [], 0) == 1  # twice in one request
+    assert queue.enqueue(events(2), [], 0) == 2
     assert queue.depth() == 4
+    assert sorted(e.transaction_id for e in queue.claim(10, 1000, 0).events) == ["t0", "t0", "t1", "t1"]
 
 
 def test_shared_state_round_trips(open_store):
@@ -232,6 +234,32 @@ def test_a_database_at_version_1_is_upgraded_in_place(tmp_path):
     queue = SQLiteQueue(path)
     assert queue.schema_version() == migrations.latest("sqlite")
     assert [e.transaction_id for e in queue.claim(10, 1000, 5).events] == ["old"]
+
+
+def test_a_database_at_version_4_keeps_its_rows_ids_and_id_sequence(tmp_path):
+    """Step 5 rebuilds SQLite's outbox without the unique index: rows, leases and the id
+    sequence carry over, so an id is never handed out twice."""
+    import sqlite3
+
+    path = tmp_path / "v4.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+    for version, script in enumerate(migrations.SQLITE[:4], start=1):
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+        db.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
+    for transaction_id in ("a", "b", "c"):
+        db.execute("INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms,"
+                   " available_at_ms, lease_owner, message_id, customer_id, source)"
+                   " VALUES (?, x'7b7d', x'7b7d', 'v1', 1, 1, 1, 'w1', 'm', 'c', 's')", (transaction_id,))
+    db.execute("DELETE FROM outbox WHERE transaction_id = 'c'")  # the sequence stays at 3
+    db.close()
+    queue = SQLiteQueue(path)
+    assert queue.schema_version() == migrations.latest("sqlite")
+    assert queue.ack_many("w1", [([1], None)]) == [1]  # the lease survived the rebuild
+    queue.enqueue(events(1), [], 0)
+    claimed = queue.claim(10, 1000, 5).events
+    assert [(e.id, e.transaction_id) for e in claimed] == [(2, "b"), (4, "t0")]
 
 
 @requires_postgres
