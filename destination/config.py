@@ -98,6 +98,7 @@ SETTINGS = [
     Setting("batch_max_bytes", "BATCH_MAX_BYTES", _number_range(int, 1024, 5 * 2**20), str(512 * 1024), "Bytes per Metronome request before gzip."),
     Setting("lease_seconds", "LEASE_SECONDS", _number_range(float, 0.5, 3600), "60", "How long a claimed batch is reserved before another worker may take it."),
     Setting("claim_size", "CLAIM_SIZE", _number_range(int, 1, 10_000), "1000", "Events a worker claims per round."),
+    Setting("sends_in_flight", "SENDS_IN_FLIGHT", _number_range(int, 1, 32), "4", "Batches a worker sends to Metronome at once, so round trips overlap."),
     Setting("poll_interval_seconds", "POLL_INTERVAL_SECONDS", _number_range(float, 0.01, 60), "0.5", "Worker wait when the queue is empty."),
     Setting("retry_base_seconds", "RETRY_BASE_SECONDS", _number_range(float, 0.001, 60), "0.5", "First retry delay ceiling; doubles per attempt (full jitter)."),
     Setting("retry_cap_seconds", "RETRY_CAP_SECONDS", _number_range(float, 0.01, 86400), "300", "Longest retry delay."),

@@ -9,9 +9,11 @@ from .worker import Worker
 def build_worker(settings, queue, clock=None) -> Worker:
     sender = Sender(settings.metronome_base_url, settings.metronome_api_token,
                     connect_timeout_s=settings.connect_timeout_seconds,
-                    read_timeout_s=settings.read_timeout_seconds, gzip_level=settings.gzip_level)
+                    read_timeout_s=settings.read_timeout_seconds, gzip_level=settings.gzip_level,
+                    connections=settings.sends_in_flight)
     policy = RetryPolicy(settings.retry_base_seconds, settings.retry_cap_seconds, settings.halt_probe_seconds)
     kwargs = {"clock": clock} if clock else {}
     return Worker(queue, sender, policy=policy, lease_s=settings.lease_seconds, claim_size=settings.claim_size,
+                  sends_in_flight=settings.sends_in_flight,
                   idle_s=settings.poll_interval_seconds, max_events=settings.batch_max_events,
                   max_bytes=settings.batch_max_bytes, log_retention_s=settings.delivery_log_days * 86400, **kwargs)

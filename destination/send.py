@@ -12,14 +12,20 @@ USER_AGENT = "metronome-destination/0.1"
 
 
 class Sender:
-    """One persistent session (keep-alive, pooled), bounded timeouts, gzip bodies."""
+    """One persistent session (keep-alive, pooled), bounded timeouts, gzip bodies.
+
+    `send` is called from several threads at once (the worker's sends in flight). The session is
+    configured here and never changed after, and its pool keeps one connection per thread."""
 
     def __init__(self, base_url: str, token: str, connect_timeout_s: float = 5, read_timeout_s: float = 30,
-                 gzip_level: int = 1, session: requests.Session | None = None):
+                 gzip_level: int = 1, session: requests.Session | None = None, connections: int = 10):
         self.url = base_url.rstrip("/") + "/v1/ingest"
         self.timeout = (connect_timeout_s, read_timeout_s)
         self.gzip_level = gzip_level
         self.session = session or requests.Session()
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(connections, 1))
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
         # requests re-reads proxy and CA-bundle variables from the environment on every call (a
         # tenth of a worker's time). Read them once here: they cannot change in a running process.
         if self.session.trust_env:

@@ -34,7 +34,7 @@ ACK_EVERY_EVENTS = 1000
 
 class Worker:
     def __init__(self, queue: Queue, sender, *, policy: RetryPolicy | None = None, lease_s: float = 60,
-                 claim_size: int = 1000, idle_s: float = 0.5, max_events: int = batching.MAX_EVENTS,
+                 claim_size: int = 1000, sends_in_flight: int = 1, idle_s: float = 0.5, max_events: int = batching.MAX_EVENTS,
                  max_bytes: int = batching.MAX_BYTES, log_retention_s: float = 7 * 86400, clock=time.time,
                  rng: random.Random | None = None):
         self.queue = queue
@@ -42,6 +42,7 @@ class Worker:
         self.policy = policy or RetryPolicy()
         self.lease_ms = int(lease_s * 1000)
         self.claim_size = claim_size
+        self.sends_in_flight = sends_in_flight
         self.idle_s = idle_s
         self.max_events = max_events
         self.max_bytes = max_bytes
@@ -94,10 +95,18 @@ class Worker:
         self.current = claim
         fresh = self._set_aside_stale(claim.owner, claim.events, now_ms)
         work = deque(batching.batches(fresh, self.max_events, self.max_bytes))
-        while work:
-            if (stop and stop.is_set()) or not self._deliver(claim.owner, work.popleft(), work):
-                self._release(claim.owner, [e for b in work for e in b])
+        while work and not (stop and stop.is_set()):
+            # While Metronome is failing, one batch probes at a time: an outage costs a request
+            # per pause, not a round of them. Every answer of a wave is acted on, in order, even
+            # after one says stop: those batches were sent, so each is acked, retried or dead-lettered.
+            size = 1 if self._failures else self.sends_in_flight
+            wave = [work.popleft() for _ in range(min(size, len(work)))]
+            go_on = True
+            for events, (outcome, seconds) in zip(wave, self._send_wave(wave)):
+                go_on = self._act(claim.owner, events, outcome, seconds, work) and go_on
+            if not go_on:
                 break
+        self._release(claim.owner, [e for b in work for e in b])
         self._flush_acks(claim.owner)
         self.current = None
         return 0
@@ -118,12 +127,38 @@ class Worker:
             log.info("delivery resumed: Metronome accepted a batch again")
             self.queue.set_state(HALT, None)
 
-    def _deliver(self, owner: str, events: list[ClaimedEvent], work: deque) -> bool:
-        """Send one batch and act on the answer; False means stop sending for now."""
+    def _send_wave(self, wave: list[list[ClaimedEvent]]) -> list[tuple]:
+        """Send the batches at once, one thread each, and return each (outcome, seconds) in order.
+
+        Metronome answers in tens of milliseconds over the internet; one request at a time would
+        cap a worker near a thousand events a second. The threads are daemons, so a request
+        that hangs past the shutdown grace cannot hold the process: its events are handed back
+        and a late arrival is a repeat Metronome ignores."""
+        results: list = [None] * len(wave)
+
+        def send(index: int) -> None:
+            try:
+                started = time.perf_counter()
+                outcome = self.sender.send(batching.body(wave[index]))
+                results[index] = (outcome, time.perf_counter() - started)
+            except BaseException as exc:  # raised again below, on the worker's own thread
+                results[index] = exc
+
+        threads = [threading.Thread(target=send, args=(i,), name="send", daemon=True) for i in range(1, len(wave))]
+        for thread in threads:
+            thread.start()
+        send(0)
+        for thread in threads:
+            thread.join()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result  # the step fails; the claim's lease hands every unacked event back
+        return results
+
+    def _act(self, owner: str, events: list[ClaimedEvent], outcome, seconds: float, work: deque) -> bool:
+        """Act on one batch's answer; False means stop sending for now."""
         ids = [e.id for e in events]
-        started = time.perf_counter()
-        outcome = self.sender.send(batching.body(events))
-        metrics.record_response(outcome.status, time.perf_counter() - started)
+        metrics.record_response(outcome.status, seconds)
         self.stats["requests"] += 1
         now_s = self.clock()
         note = DeliveryNote(int(now_s * 1000), outcome.status, outcome.message)

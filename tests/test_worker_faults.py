@@ -41,12 +41,16 @@ def test_429_with_retry_after_2_sends_nothing_for_2_seconds(service, sandbox, cl
     assert second["at"] - first["at"] >= 2.0
 
 
-def test_a_429_pauses_every_batch_not_just_the_one_refused(service, sandbox, clock):
+def test_a_429_pauses_every_batch_not_just_the_one_refused(service, sandbox, clock, settings):
+    """The batches sent together with the refused one land; no batch starts until the pause ends."""
     cue(sandbox, script=[{"status": 429, "headers": {"Retry-After": "1"}}])
-    service.post([track(f"e{i}", clock.iso()) for i in range(250)])  # three batches
-    wait_until(lambda: len(delivered_ids(sandbox)) == 250, message="all 250 delivered")
-    rejected_at = sandbox.state.requests[0]["at"]
-    assert all(r["at"] - rejected_at >= 1.0 for r in sandbox.state.requests[1:])
+    service.post([track(f"e{i:04d}", clock.iso()) for i in range(1000)])  # ten batches: several rounds
+    wait_until(lambda: len(delivered_ids(sandbox)) == 1000, message="all 1000 delivered")
+    requests_seen = sandbox.state.requests
+    assert len(requests_seen) == 11 and sandbox.state.duplicates == 0
+    rejected_at, in_flight = requests_seen[0]["at"], settings.sends_in_flight
+    assert in_flight > 1 and [r["status"] for r in requests_seen[:in_flight]] == [429] + [200] * (in_flight - 1)
+    assert all(r["at"] - rejected_at >= 1.0 for r in requests_seen[in_flight:])
 
 
 def test_one_bad_event_in_100_is_dead_lettered_and_99_delivered(service, sandbox, clock):
@@ -102,16 +106,17 @@ def test_worker_killed_between_claim_and_ack_redelivers_with_the_same_transactio
     now = time.time()
     events = [track(f"k{i:03d}", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60))) for i in range(150)]
     assert client.post("/v1/events", json=events, auth=("test-write-key", "")).json["accepted"] == 150
-    cue(sandbox, hang_s=60)  # accept the first batch, then hold the answer: the worker waits for its ack
+    cue(sandbox, hang_s=60)  # accept the batches, then hold the answers: the worker waits for its ack
     first = _worker_process(settings, sandbox, tmp_path / "worker.log")
     try:
         assert sandbox.state.hung.wait(20), "the worker never sent a batch"
+        wait_until(lambda: len(sandbox.state.requests) == 2, message="both batches in flight")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
         first.kill()
-    first_batch = sandbox.state.requests[0]["transaction_ids"]
-    assert len(first_batch) == 100 and queue.depth() == 150  # sent, never acked
+    first_batch = [tid for r in sandbox.state.requests[:2] for tid in r["transaction_ids"]]
+    assert len(first_batch) == 150 and queue.depth() == 150  # sent, never acked
     cue(sandbox, hang_s=0)
     second = _worker_process(settings, sandbox, tmp_path / "worker.log")
     try:
@@ -120,7 +125,7 @@ def test_worker_killed_between_claim_and_ack_redelivers_with_the_same_transactio
         assert second.wait(30) == 0
     finally:
         second.kill()
-    resent = [tid for r in sandbox.state.requests[1:] for tid in r["transaction_ids"]]
+    resent = [tid for r in sandbox.state.requests[2:] for tid in r["transaction_ids"]]
     assert set(first_batch) <= set(resent)  # redelivered, with the very same transaction_ids
     assert sorted(delivered_ids(sandbox)) == sorted(e["messageId"] for e in events)
     assert sandbox.state.duplicates == len(first_batch)  # Metronome's dedup absorbed the resend
@@ -153,6 +158,28 @@ def test_a_claim_of_ten_batches_is_acked_in_one_transaction(settings, queue, san
     assert len(queue.search_deliveries(customer_id="cust_1", limit=2000)) == 1000  # each attempt still logged
 
 
+def test_a_round_of_batches_is_in_flight_at_once(settings, queue, sandbox, app, clock):
+    """Four batches reach Metronome while every answer is still held: round trips overlap."""
+    import threading
+
+    from destination.delivery import build_worker
+
+    app.test_client().post("/v1/events", json=[track(f"r{i:03d}", clock.iso()) for i in range(400)],
+                           auth=("test-write-key", ""))
+    counting = CountingQueue(queue)
+    worker = build_worker(settings.replace(sends_in_flight=4), counting, clock=clock)
+    cue(sandbox, hang_s=60)
+    step = threading.Thread(target=worker.step)
+    step.start()
+    try:
+        wait_until(lambda: len(sandbox.state.requests) == 4, message="four requests held by the sandbox at once")
+    finally:
+        cue(sandbox, hang_s=0)
+        step.join(30)
+    assert (queue.depth(), counting.ack_calls, sandbox.state.duplicates) == (0, [4], 0)
+    assert sorted(delivered_ids(sandbox)) == [f"r{i:03d}" for i in range(400)]
+
+
 def test_delivered_batches_are_acked_before_a_failure_is_recorded(settings, queue, sandbox, app, clock):
     from destination.delivery import build_worker
 
@@ -160,7 +187,8 @@ def test_delivered_batches_are_acked_before_a_failure_is_recorded(settings, queu
     app.test_client().post("/v1/events", json=[track(f"f{i:03d}", clock.iso()) for i in range(500)],
                            auth=("test-write-key", ""))
     counting = CountingQueue(queue)
-    build_worker(settings, counting, clock=clock).step()
+    # One batch at a time, so the sandbox's third answer falls on the third batch.
+    build_worker(settings.replace(sends_in_flight=1), counting, clock=clock).step()
     assert statuses(sandbox) == [200, 200, 503, 200, 200]  # a 503 sets one batch aside; the rest go on
     assert counting.ack_calls == [2, 2] and queue.depth() == 100  # acked before the retry, then at the end
     log = queue.search_deliveries(customer_id="cust_1", limit=1000)
@@ -174,10 +202,12 @@ def test_with_metronome_unreachable_one_batch_probes_and_the_pause_grows(setting
     app.test_client().post("/v1/events", json=[track(f"u{i:03d}", clock.iso()) for i in range(500)],
                            auth=("test-write-key", ""))
     worker = build_worker(settings.replace(metronome_base_url="http://127.0.0.1:9"), queue, clock=clock)
+    in_flight = settings.sends_in_flight
     for probe in (1, 2, 3):
         queue.set_state(PAUSED_UNTIL, None)  # skip the wait between probes
         worker.step()
-        assert (worker.stats["requests"], worker._failures) == (probe, probe)  # one request per probe, not five
+        # The first round goes out whole (nothing had failed yet); after that one request per probe, not five.
+        assert (worker.stats["requests"], worker._failures) == (in_flight + probe - 1, in_flight + probe - 1)
     assert queue.depth() == 500 and queue.dead_letter_count() == 0
     log = queue.search_deliveries(customer_id="cust_1", limit=1000)
-    assert len(log) == 300 and {row["outcome"] for row in log} == {"retry"}  # only the probed batches
+    assert len(log) == 100 * (in_flight + 2) and {row["outcome"] for row in log} == {"retry"}  # only the probed batches
