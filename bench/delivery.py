@@ -1,9 +1,11 @@
 """Delivery: one worker draining 200,000 queued events to a loopback Metronome-compatible sink.
 
-Usage: python bench/delivery.py [--events 200000] [--runs 3] [--backends sqlite,postgres]
+Usage: python bench/delivery.py [--events 200000] [--runs 3] [--backends sqlite,postgres] [--latency-ms 50]
 Each run queues the events, starts one worker process (`metronome-destination worker`, as the
-Procfile runs it) and times it from start to an empty queue. Prints a table and a JSON line of
-medians: events/s, HTTP requests, and events per request.
+Procfile runs it) and times it from start to an empty queue. With a latency, the sink holds
+each answer that long, as Metronome's round trip over the internet would; the worker's sends
+in flight (SENDS_IN_FLIGHT, 1 and the default 4) are then what sets its speed. Prints a table
+and a JSON line of medians: events/s, HTTP requests, and events per request.
 """
 from __future__ import annotations
 
@@ -47,8 +49,8 @@ def fill(queue, count: int) -> None:
 
 def drain(env: dict, queue, sink_url: str, count: int) -> dict:
     worker = subprocess.Popen([sys.executable, "-m", "destination", "worker"], cwd=ROOT,
-                              env={**os.environ, **env, "METRONOME_BASE_URL": sink_url, "METRONOME_API_TOKEN": sink.TOKEN,
-                                   "LOG_LEVEL": "WARNING", "POLL_INTERVAL_SECONDS": "0.05"},
+                              env={**os.environ, "SENDS_IN_FLIGHT": "4", **env, "METRONOME_BASE_URL": sink_url,
+                                   "METRONOME_API_TOKEN": sink.TOKEN, "LOG_LEVEL": "WARNING", "POLL_INTERVAL_SECONDS": "0.05"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started = time.perf_counter()
     while queue.depth():
@@ -62,19 +64,20 @@ def drain(env: dict, queue, sink_url: str, count: int) -> dict:
     return {"events_per_s": count / elapsed, "requests": stats["requests"], "seconds": elapsed}
 
 
-def one_run(backend: str, count: int, tmp: str) -> dict:
-    process, url = sink.start()
+def one_run(backend: str, count: int, tmp: str, latency_ms: float = 0, in_flight: int = 4) -> dict:
+    process, url = sink.start(latency_ms=latency_ms)
+    sends = {"SENDS_IN_FLIGHT": str(in_flight)}
     try:
         if backend == "sqlite":
             path = f"{tmp}/delivery-{time.monotonic_ns()}.sqlite3"
             queue = SQLiteQueue(path)
             fill(queue, count)
-            return drain({"SQLITE_PATH": path, "DATABASE_URL": ""}, queue, url, count)
+            return drain({"SQLITE_PATH": path, "DATABASE_URL": "", **sends}, queue, url, count)
         with postgres_schema() as database_url:
             queue = PostgresQueue(database_url)
             try:
                 fill(queue, count)
-                return drain({"DATABASE_URL": database_url}, queue, url, count)
+                return drain({"DATABASE_URL": database_url, **sends}, queue, url, count)
             finally:
                 queue.close()
     finally:
@@ -86,18 +89,27 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--backends", default="sqlite,postgres")
+    parser.add_argument("--latency-ms", type=float, default=50, help="the emulated Metronome round trip; 0 skips it")
+    parser.add_argument("--latency-events", type=int, default=20_000)
     args = parser.parse_args()
+    # (case name, backend, events, sink latency, sends in flight): loopback first, the issue's
+    # figure; then a Metronome-like round trip with one send at a time and with the default four.
+    cases = [(backend, backend, args.events, 0, 4) for backend in args.backends.split(",")]
+    if args.latency_ms:
+        cases += [(f"sqlite_{args.latency_ms:g}ms_{n}_in_flight", "sqlite", args.latency_events, args.latency_ms, n)
+                  for n in (1, 4)]
     summary = {"benchmark": "delivery", "events": args.events, "runs": args.runs}
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in args.backends.split(","):
-            runs = [one_run(backend, args.events, tmp) for _ in range(args.runs)]
-            summary[backend] = {"events_per_s": round(statistics.median(r["events_per_s"] for r in runs)),
-                                "requests": round(statistics.median(r["requests"] for r in runs)),
-                                "events_per_request": round(args.events / statistics.median(r["requests"] for r in runs), 1)}
-    print(f"{'backend':10} {'events/s':>10} {'requests':>9} {'events/request':>15}")
-    for backend in args.backends.split(","):
-        figures = summary[backend]
-        print(f"{backend:10} {figures['events_per_s']:>10} {figures['requests']:>9} {figures['events_per_request']:>15}")
+        for name, backend, count, latency_ms, in_flight in cases:
+            runs = [one_run(backend, count, tmp, latency_ms, in_flight) for _ in range(args.runs)]
+            requests_sent = statistics.median(r["requests"] for r in runs)
+            summary[name] = {"events": count, "events_per_s": round(statistics.median(r["events_per_s"] for r in runs)),
+                             "requests": round(requests_sent), "events_per_request": round(count / requests_sent, 1)}
+    print(f"{'case':28} {'events':>8} {'events/s':>10} {'requests':>9} {'events/request':>15}")
+    for name, *_ in cases:
+        figures = summary[name]
+        print(f"{name:28} {figures['events']:>8} {figures['events_per_s']:>10} {figures['requests']:>9} "
+              f"{figures['events_per_request']:>15}")
     print(json.dumps(summary))
 
 

@@ -2,12 +2,14 @@
 
 It checks the token, gunzips, parses the batch, checks 1..100 events each with a transaction_id,
 counts distinct transaction_ids and requests, and answers 200, or 503 while `down` is set (the
-memory bench's Metronome outage). GET /stats gives the counts.
+memory bench's Metronome outage). `latency_ms` holds each answer that long, as a round trip to
+Metronome over the internet would. GET /stats gives the counts.
 """
 from __future__ import annotations
 
 import gzip
 import multiprocessing
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
@@ -50,20 +52,22 @@ class _Handler(BaseHTTPRequestHandler):
             if event["transaction_id"] in state["ids"]:
                 state["duplicates"] += 1
             state["ids"].add(event["transaction_id"])
+        if state["latency_s"]:
+            time.sleep(state["latency_s"])  # the emulated round trip, one per request, in its own thread
         self._reply(200)
 
 
-def _serve(port_out, down: bool) -> None:
+def _serve(port_out, down: bool, latency_ms: float) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    server.state = {"requests": 0, "ids": set(), "duplicates": 0, "down": down}
+    server.state = {"requests": 0, "ids": set(), "duplicates": 0, "down": down, "latency_s": latency_ms / 1000}
     port_out.put(server.server_address[1])
     server.serve_forever()
 
 
-def start(down: bool = False) -> tuple[multiprocessing.Process, str]:
+def start(down: bool = False, latency_ms: float = 0) -> tuple[multiprocessing.Process, str]:
     """Start the sink in its own process; return it and its base URL."""
     context = multiprocessing.get_context("fork")
     port_out = context.Queue()
-    process = context.Process(target=_serve, args=(port_out, down), daemon=True)
+    process = context.Process(target=_serve, args=(port_out, down, latency_ms), daemon=True)
     process.start()
     return process, f"http://127.0.0.1:{port_out.get(timeout=10)}"
