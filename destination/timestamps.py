@@ -25,6 +25,11 @@ _DIGITS = re.compile(r"-?\d+(\.\d+)?")
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _DAY_MS = 86_400_000
 _DAY_PREFIXES: dict[int, str] = {}  # day number -> "YYYY-MM-DDT"; events cluster on a few days
+# Text already read -> (epoch ms, RFC 3339 text). The events of a batch share a `sentAt` and
+# often a time, and each timestamp is read twice (skew correction, then validation): about
+# three parses an event, where one lookup does. Cleared when full, so its size stays bounded.
+_KNOWN: dict[str, tuple[int, str]] = {}
+_KNOWN_MAX = 4096
 
 
 def parse_timestamp(value) -> datetime:
@@ -90,7 +95,17 @@ def rfc3339_ms(value) -> tuple[int, str]:
     The hot path: most senders already write `2026-11-20T12:30:00.123Z`, which is its own
     RFC 3339 text, so it is parsed once in C and returned as given. The positions checked rule
     out the other forms fromisoformat reads at that length (week dates, a space for `T`)."""
-    if (type(value) is str and len(value) == 24 and value[23] == "Z" and value[19] == "." and value[10] == "T"
+    if type(value) is not str:
+        ms = epoch_ms(parse_timestamp(value))
+        return ms, format_ms(ms)
+    known = _KNOWN.get(value)
+    if known is None:
+        known = _remember(value, _read_text(value))
+    return known
+
+
+def _read_text(value: str) -> tuple[int, str]:
+    if (len(value) == 24 and value[23] == "Z" and value[19] == "." and value[10] == "T"
             and value[4] == "-" and value[7] == "-" and value[13] == ":"):
         try:
             return epoch_ms(datetime.fromisoformat(value)), value
@@ -98,6 +113,13 @@ def rfc3339_ms(value) -> tuple[int, str]:
             pass  # the general parser gives the reason
     ms = epoch_ms(parse_timestamp(value))
     return ms, format_ms(ms)
+
+
+def _remember(text: str, read: tuple[int, str]) -> tuple[int, str]:
+    if len(_KNOWN) >= _KNOWN_MAX:
+        _KNOWN.clear()
+    _KNOWN[text] = read
+    return read
 
 
 def format_ms(ms: int) -> str:
@@ -129,9 +151,11 @@ def skew_corrected(original, sent_at, received_ms: int) -> str:
     if corrected == own[0]:
         return own[1]
     try:
-        return format_ms(corrected)
+        text = format_ms(corrected)
     except (ValueError, OverflowError):  # the times are millennia apart: no year to write; keep the event's own
         return own[1]
+    _remember(text, (corrected, text))  # validation reads it next
+    return text
 
 
 def _read_or_none(value) -> tuple[int, str] | None:

@@ -71,3 +71,15 @@ def test_same_length_nonsense_is_refused_by_the_fast_path_too(value):
     with pytest.raises(EventRefused) as refused:
         rfc3339_ms(value)
     assert refused.value.code == "invalid_timestamp"
+
+
+def test_texts_already_read_are_remembered_within_a_bound_and_refusals_never_are():
+    from destination import timestamps
+
+    for second in range(timestamps._KNOWN_MAX + 10):
+        text = f"2026-11-20T12:{second // 60 % 60:02d}:{second % 60:02d}.{second // 3600:03d}Z"
+        assert timestamps.rfc3339_ms(text) == (timestamps.epoch_ms(datetime.fromisoformat(text)), text)
+        assert len(timestamps._KNOWN) <= timestamps._KNOWN_MAX
+    for _ in range(2):  # a refusal is worked out again each time, with its reason
+        with pytest.raises(EventRefused, match="not ISO 8601"):
+            timestamps.rfc3339_ms("2026-13-45T99:00:00.000Z")
