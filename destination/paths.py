@@ -25,14 +25,19 @@ def compile_path(path: str) -> Getter:
         expression = parse_jsonpath(path)
     except (JsonPathParserError, JsonPathLexerError, Exception) as exc:  # jsonpath-ng raises bare Exceptions too
         raise ValueError(str(exc).strip() or "invalid JSONPath") from None
-    dotted = _DOTTED.fullmatch(path)
-    if dotted is None:
+    keys = dotted_keys(path)
+    if keys is None:
         return lambda document: [match.value for match in expression.find(document)]
-    keys = tuple(dotted.group(1)[1:].split("."))
     if len(keys) == 1:  # `$.event`, `$.messageId`: most paths, so without the loop
         [key] = keys
         return lambda document: [document[key]] if isinstance(document, dict) and key in document else []
     return lambda document: _lookup(document, keys)
+
+
+def dotted_keys(path: str) -> tuple[str, ...] | None:
+    """The keys of a plain dotted path (`$.a.b` -> ("a", "b")), which matches at most one value; else None."""
+    dotted = _DOTTED.fullmatch(path)
+    return tuple(dotted.group(1)[1:].split(".")) if dotted else None
 
 
 def _lookup(document, keys) -> list:

@@ -71,6 +71,17 @@ def test_fast_dotted_getter_agrees_with_jsonpath_ng(document, keys):
     assert compile_path(path)(document) == [m.value for m in jsonpath(path).find(document)]
 
 
+@given(json_values, st.lists(st.sampled_from(["a", "b", "c_1"]), min_size=1, max_size=3))
+def test_a_dotted_single_value_lookup_agrees_with_jsonpath_ng(document, keys):
+    """compile_single answers dotted paths without lists; it must give jsonpath-ng's one match, or None."""
+    from destination.mapping_sources import compile_single
+
+    path = "$." + ".".join(keys)
+    matches = [m.value for m in jsonpath(path).find(document)]
+    assert len(matches) <= 1
+    assert compile_single(path)(document, "f") == (matches[0] if matches else None)
+
+
 def test_shipped_mapping_files_are_valid():
     for path in (ROOT / "mappings").glob("*.json"):
         assert load_mapping_set(path).mappings
