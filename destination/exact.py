@@ -132,8 +132,16 @@ def _strip_fraction(text: str) -> str:
     return text
 
 
+def json_text(value: dict | list) -> str:
+    """An object or array as compact JSON text, every number written as decimal_text writes it."""
+    return orjson.dumps(_canonical_numbers(value)).decode()
+
+
 def _canonical_numbers(value):
     """Copy a nested value with every non-integer number as its plain decimal literal."""
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:  # leaves, most of what arrays hold
+        return value
     if isinstance(value, dict):
         return {k: _canonical_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
@@ -163,4 +171,4 @@ def to_metronome_string(value) -> str | None:
         return "false"
     if isinstance(value, (int, float, Decimal)):
         return decimal_text(value)
-    return orjson.dumps(_canonical_numbers(value)).decode()
+    return json_text(value)

@@ -10,7 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from .errors import EventRefused
-from .exact import NumberOutOfRange, decimal_text, to_metronome_string
+from .exact import NumberOutOfRange, decimal_text, json_text, to_metronome_string
 from .timestamps import rfc3339_ms
 
 MAX_TRANSACTION_ID = 128
@@ -88,6 +88,8 @@ def property_strings(properties) -> dict:
                 out[key] = decimal_text(value)
             elif kind is bool:
                 out[key] = "true" if value else "false"
+            elif kind is list or kind is dict:
+                out[key] = json_text(value)
             else:
                 text = to_metronome_string(value)
                 if text is not None:
