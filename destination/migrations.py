@@ -77,17 +77,11 @@ _LEANER_DELIVERY_LOG = """
     CREATE INDEX delivery_log_message ON delivery_log (message_id) WHERE message_id <> transaction_id
 """
 
-# The outbox's unique index on transaction_id only ever caught repeats still waiting to be sent;
-# Metronome ignores a repeated transaction_id for 34 days whenever it arrives, and that is what
-# makes retries safe. The index was a random-key B-tree insert per event: with a backlog growing,
-# SQLite accepted 22-77% more events per second without it (same hour, A/B). SQLite cannot drop a
-# column's UNIQUE, so its table is rebuilt with the same ids and id sequence.
-_OUTBOX_COLUMNS = ("id, transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms, available_at_ms,"
-                   " attempts, lease_owner, last_error, message_id, customer_id, source")
-_SQLITE_OUTBOX_WITHOUT_UNIQUE = f"""
-    CREATE TABLE outbox_new (
+# SQLite's outbox as the first release made it; step 5 makes it again without the unique index.
+_SQLITE_OUTBOX = """
+    CREATE TABLE {name} (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
-        transaction_id TEXT NOT NULL,
+        transaction_id TEXT NOT NULL{unique},
         payload BLOB NOT NULL,
         raw BLOB NOT NULL,
         mapping_version TEXT NOT NULL,
@@ -96,11 +90,18 @@ _SQLITE_OUTBOX_WITHOUT_UNIQUE = f"""
         available_at_ms INTEGER NOT NULL,
         attempts INTEGER NOT NULL DEFAULT 0,
         lease_owner TEXT,
-        last_error TEXT,
-        message_id TEXT,
-        customer_id TEXT,
-        source TEXT
-    );
+        last_error TEXT{later_columns}
+    )"""
+
+# The outbox's unique index on transaction_id only ever caught repeats still waiting to be sent;
+# Metronome ignores a repeated transaction_id for 34 days whenever it arrives, and that is what
+# makes retries safe. The index was a random-key B-tree insert per event: with a backlog growing,
+# SQLite accepted 22-77% more events per second without it (same hour, A/B). SQLite cannot drop a
+# column's UNIQUE, so its table is rebuilt with the same ids and id sequence.
+_OUTBOX_COLUMNS = ("id, transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms, available_at_ms,"
+                   " attempts, lease_owner, last_error, message_id, customer_id, source")
+_SQLITE_OUTBOX_WITHOUT_UNIQUE = _SQLITE_OUTBOX.format(
+    name="outbox_new", unique="", later_columns=",\n        message_id TEXT,\n        customer_id TEXT,\n        source TEXT") + f""";
     INSERT INTO outbox_new ({_OUTBOX_COLUMNS}) SELECT {_OUTBOX_COLUMNS} FROM outbox;
     DELETE FROM sqlite_sequence WHERE name = 'outbox_new';
     INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox_new', seq FROM sqlite_sequence WHERE name = 'outbox';
@@ -110,20 +111,7 @@ _SQLITE_OUTBOX_WITHOUT_UNIQUE = f"""
 """
 
 SQLITE = [
-    """
-    CREATE TABLE outbox (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        transaction_id TEXT NOT NULL UNIQUE,
-        payload BLOB NOT NULL,
-        raw BLOB NOT NULL,
-        mapping_version TEXT NOT NULL,
-        timestamp_ms INTEGER NOT NULL,
-        received_at_ms INTEGER NOT NULL,
-        available_at_ms INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        lease_owner TEXT,
-        last_error TEXT
-    );
+    _SQLITE_OUTBOX.format(name="outbox", unique=" UNIQUE", later_columns="") + """;
     CREATE INDEX outbox_ready ON outbox (available_at_ms, id);
     """ + _DEAD_LETTERS.format(**_SQLITE_TYPES) + """
     """,
