@@ -12,7 +12,7 @@ from functools import lru_cache
 from psycopg_pool import ConnectionPool
 
 from . import migrations
-from .queue_sql import SQLQueue
+from .queue_sql import LOG_COLUMNS, SQLQueue
 
 POOL_WAIT_S = 10  # a request waits this long for a free connection before answering 503
 
@@ -66,6 +66,17 @@ class PostgresQueue(SQLQueue):
             " %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[])",
             [list(column) for column in zip(*rows)],
         ).rowcount
+
+    def _insert_log(self, db, owner, outcome, notes) -> None:
+        # Column arrays, as in _insert_events; the statuses in text form, since a network
+        # error has none and psycopg cannot type an array of only NULLs in binary.
+        ids, statuses, answers, at_ms = (list(column) for column in zip(*notes))
+        db.conn.execute(
+            f"INSERT INTO delivery_log ({LOG_COLUMNS}) SELECT o.transaction_id, o.message_id, o.customer_id, %s,"
+            " n.status, n.answer, o.payload, o.attempts + 1, n.at_ms"
+            " FROM unnest(%b::bigint[], %s::int[], %b::text[], %b::bigint[]) AS n(id, status, answer, at_ms)"
+            " JOIN outbox AS o ON o.id = n.id WHERE o.lease_owner = %s",
+            [outcome, ids, statuses, answers, at_ms, owner])
 
     def close(self) -> None:
         self.pool.close()

@@ -8,8 +8,10 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
+
 from . import migrations
-from .queue_sql import SQLQueue
+from .queue_sql import LOG_COLUMNS, SQLQueue
 
 
 class SQLiteQueue(SQLQueue):
@@ -82,6 +84,14 @@ class SQLiteQueue(SQLQueue):
             rows,
         )
         return len(rows)
+
+    def _insert_log(self, db, owner, outcome, notes) -> None:
+        # The notes travel as one JSON array of [id, status, answer, at] rows.
+        db.execute(
+            f"INSERT INTO delivery_log ({LOG_COLUMNS}) SELECT o.transaction_id, o.message_id, o.customer_id, ?,"
+            " n.value ->> 1, n.value ->> 2, o.payload, o.attempts + 1, n.value ->> 3"
+            " FROM json_each(?) AS n JOIN outbox AS o ON o.id = n.value ->> 0 WHERE o.lease_owner = ?",
+            (outcome, orjson.dumps(notes).decode(), owner))
 
     def close(self) -> None:
         with self._lock:
