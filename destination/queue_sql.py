@@ -1,8 +1,8 @@
 """The outbox in SQL, written once for both backends.
 
 SQLite and Postgres differ only in how a connection is had, how a list of ids is passed, how a
-claim locks, and how a batch of rows is inserted; subclasses supply those four things. Every
-statement here uses `?` placeholders.
+claim locks, and how many rows go in at once (outbox rows, delivery-log rows); subclasses
+supply those things. Every statement here uses `?` placeholders.
 """
 from __future__ import annotations
 
@@ -54,6 +54,10 @@ class SQLQueue:
     def _insert_events(self, db, rows: list[tuple]) -> int:
         """Insert outbox rows; return how many. A repeated transaction_id is stored again: Metronome
         ignores the repeat (see migrations._SQLITE_OUTBOX_WITHOUT_UNIQUE)."""
+        raise NotImplementedError
+
+    def _insert_log(self, db, owner: str, outcome: str, notes: list[tuple]) -> None:
+        """Add a delivery-log row per (id, status, answer, at_ms) note, from the outbox rows `owner` holds."""
         raise NotImplementedError
 
     # -- the Queue protocol ------------------------------------------------------------------
@@ -132,9 +136,6 @@ class SQLQueue:
         notes = [(i, note.status, note.answer[:MAX_ANSWER], note.at_ms) for ids, note in batches if note for i in ids]
         if notes:
             self._insert_log(db, owner, outcome, notes)
-
-    def _insert_log(self, db, owner: str, outcome: str, notes: list[tuple]) -> None:
-        raise NotImplementedError
 
     def depth(self) -> int:
         return self._scalar("SELECT count(*) FROM outbox")
