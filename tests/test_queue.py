@@ -282,3 +282,19 @@ def test_postgres_migrations_from_many_processes_at_once_apply_once(postgres_sch
     assert {q.schema_version() for q in queues} == {migrations.latest("postgres")}
     for queue in queues:
         queue.close()
+
+
+def test_one_ack_of_several_batches_counts_and_logs_each_with_its_own_note(open_store):
+    """The ack is two statements for all batches; each batch still gets its own count and note,
+    and rows another owner took since are neither removed nor logged."""
+    queue = open_store()
+    queue.enqueue(events(5), [], now_ms=0)
+    stale = queue.claim(5, 1000, now_ms=0)
+    ids = [e.id for e in stale.events]
+    taken = queue.claim(1, 1000, now_ms=2000)  # t0's lease ran out and another worker took it
+    assert [e.id for e in taken.events] == [ids[0]]
+    removed = queue.ack_many(stale.owner, [(ids[:2], DeliveryNote(10, 200, "first")),
+                                           (ids[2:], DeliveryNote(20, 201, "second"))])
+    assert removed == [1, 3] and queue.depth() == 1
+    log = {row["transaction_id"]: (row["status"], row["answer"], row["at_ms"]) for row in queue.search_deliveries()}
+    assert log == {"t1": (200, "first", 10), "t2": (201, "second", 20), "t3": (201, "second", 20), "t4": (201, "second", 20)}
