@@ -47,7 +47,8 @@ def window_reason(timestamp_ms: int, now_ms: int) -> str:
 def build_usage_event(fields: dict, now_ms: int) -> UsageEvent:
     """Validate mapped values and return the Metronome event; raise EventRefused with the reason."""
     for name in REQUIRED:
-        if _is_empty(fields.get(name)):
+        value = fields.get(name)
+        if value is None or (type(value) is str and not value.strip()):  # absent, or blank text
             raise EventRefused(f"missing_{name}", f"{name} is required but the mapping found no value")
     transaction_id = _scalar_text("transaction_id", fields["transaction_id"])
     if len(transaction_id) > MAX_TRANSACTION_ID:
@@ -97,10 +98,6 @@ def property_strings(properties) -> dict:
     except NumberOutOfRange as exc:
         raise EventRefused("number_out_of_range", f"property {key!r}: {exc}") from None
     return out
-
-
-def _is_empty(value) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def _scalar_text(name: str, value) -> str:
