@@ -132,11 +132,6 @@ def _strip_fraction(text: str) -> str:
     return text
 
 
-def json_text(value: dict | list) -> str:
-    """An object or array as compact JSON text, every number written as decimal_text writes it."""
-    return orjson.dumps(_canonical_numbers(value)).decode()
-
-
 def _canonical_numbers(value):
     """Copy a nested value with every non-integer number as its plain decimal literal."""
     kind = type(value)
@@ -161,14 +156,17 @@ def to_metronome_string(value) -> str | None:
     - null is left out: Metronome has no null, and the string "null" would pass an
       `exists: true` property filter and fail to aggregate.
     """
-    if isinstance(value, str):
+    kind = type(value)  # exact kinds first: this runs for every property of every event
+    if kind is str:
         return value
+    if kind is int or kind is float:
+        return decimal_text(value)
+    if kind is bool:
+        return "true" if value else "false"
     if value is None:
         return None
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
+    if isinstance(value, str):
+        return value
     if isinstance(value, (int, float, Decimal)):
         return decimal_text(value)
-    return json_text(value)
+    return orjson.dumps(_canonical_numbers(value)).decode()

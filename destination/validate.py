@@ -10,7 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from .errors import EventRefused
-from .exact import NumberOutOfRange, decimal_text, json_text, to_metronome_string
+from .exact import NumberOutOfRange, decimal_text, to_metronome_string
 from .timestamps import rfc3339_ms
 
 MAX_TRANSACTION_ID = 128
@@ -80,21 +80,12 @@ def property_strings(properties) -> dict:
     out = {}
     try:
         for key, value in properties.items():
-            kind = type(value)
-            # The common kinds without the general dispatch (most of this loop's time was calls);
-            # numbers go straight to exact's one rule for them.
-            if kind is str:
+            if type(value) is str:  # most values: no call
                 out[key] = value
-            elif kind is int or kind is float:
-                out[key] = decimal_text(value)
-            elif kind is bool:
-                out[key] = "true" if value else "false"
-            elif kind is list or kind is dict:
-                out[key] = json_text(value)
-            else:
-                text = to_metronome_string(value)
-                if text is not None:
-                    out[key] = text
+                continue
+            text = to_metronome_string(value)
+            if text is not None:
+                out[key] = text
     except NumberOutOfRange as exc:
         raise EventRefused("number_out_of_range", f"property {key!r}: {exc}") from None
     return out
