@@ -21,7 +21,7 @@ from typing import Callable
 from . import transforms
 from .errors import EventRefused
 from .exact import NumberOutOfRange, to_metronome_string
-from .paths import Placeholder, compile_path, dotted_keys, split_template
+from .paths import MISSING, Placeholder, compile_path, dotted_keys, split_template, walk
 
 Origin = Callable[[dict, str], object]  # (event, field name) -> value, None when nothing is found
 
@@ -41,7 +41,7 @@ def compile_single(path: str) -> Origin:
         [key] = keys
         return lambda event, field: event.get(key) if isinstance(event, dict) else None
     if keys is not None:
-        return lambda event, field: _dig(event, keys)
+        return lambda event, field: None if (value := walk(event, keys)) is MISSING else value
 
     def single(event, field):
         values = getter(event)
@@ -49,14 +49,6 @@ def compile_single(path: str) -> Origin:
             raise EventRefused("ambiguous_field", f"{field}: the path matched {len(values)} values; it must match one")
         return values[0] if values else None
     return single
-
-
-def _dig(document, keys):
-    for key in keys:
-        if not isinstance(document, dict):
-            return None
-        document = document.get(key)
-    return document
 
 
 @dataclass(frozen=True, slots=True)

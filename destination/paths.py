@@ -31,7 +31,7 @@ def compile_path(path: str) -> Getter:
     if len(keys) == 1:  # `$.event`, `$.messageId`: most paths, so without the loop
         [key] = keys
         return lambda document: [document[key]] if isinstance(document, dict) and key in document else []
-    return lambda document: _lookup(document, keys)
+    return lambda document: [] if (value := walk(document, keys)) is MISSING else [value]
 
 
 def dotted_keys(path: str) -> tuple[str, ...] | None:
@@ -40,12 +40,16 @@ def dotted_keys(path: str) -> tuple[str, ...] | None:
     return tuple(dotted.group(1)[1:].split(".")) if dotted else None
 
 
-def _lookup(document, keys) -> list:
+MISSING = object()  # what walk() gives when a key is absent (a present key may hold null)
+
+
+def walk(document, keys):
+    """The value under `keys` by plain dict lookups, or MISSING."""
     for key in keys:
         if not isinstance(document, dict) or key not in document:
-            return []
+            return MISSING
         document = document[key]
-    return [document]
+    return document
 
 
 class Placeholder(str):

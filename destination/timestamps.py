@@ -96,8 +96,7 @@ def rfc3339_ms(value) -> tuple[int, str]:
     RFC 3339 text, so it is parsed once in C and returned as given. The positions checked rule
     out the other forms fromisoformat reads at that length (week dates, a space for `T`)."""
     if type(value) is not str:
-        ms = epoch_ms(parse_timestamp(value))
-        return ms, format_ms(ms)
+        return _read(value)
     known = _KNOWN.get(value)
     if known is None:
         known = _remember(value, _read_text(value))
@@ -111,6 +110,10 @@ def _read_text(value: str) -> tuple[int, str]:
             return epoch_ms(datetime.fromisoformat(value)), value
         except ValueError:
             pass  # the general parser gives the reason
+    return _read(value)
+
+
+def _read(value) -> tuple[int, str]:
     ms = epoch_ms(parse_timestamp(value))
     return ms, format_ms(ms)
 
