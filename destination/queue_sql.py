@@ -51,9 +51,9 @@ class SQLQueue:
     def _ids(self, ids: list[int]):
         raise NotImplementedError
 
-    def _insert_events(self, db, rows: list[tuple]) -> int:
-        """Insert outbox rows; return how many. A repeated transaction_id is stored again: Metronome
-        ignores the repeat (see migrations._SQLITE_OUTBOX_WITHOUT_UNIQUE)."""
+    def _insert_events(self, db, rows: list[tuple]) -> None:
+        """Insert outbox rows. A repeated transaction_id is stored again: Metronome ignores the
+        repeat (see migrations._SQLITE_OUTBOX_WITHOUT_UNIQUE)."""
         raise NotImplementedError
 
     def _insert_log(self, db, owner: str, outcome: str, notes: list[tuple]) -> None:
@@ -70,7 +70,8 @@ class SQLQueue:
         return self._group.run(lambda db: self._enqueue_in(db, rows, dead_letters, now_ms, samples, source))
 
     def _enqueue_in(self, db, rows, dead_letters, now_ms, samples, source) -> int:
-        inserted = self._insert_events(db, rows) if rows else 0
+        if rows:
+            self._insert_events(db, rows)
         if dead_letters:
             db.executemany(
                 f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
@@ -81,7 +82,7 @@ class SQLQueue:
             db.executemany("INSERT INTO recent_events (raw, source, received_at_ms) VALUES (?, ?, ?)",
                            [(raw, source, now_ms) for raw in samples])
             db.execute(self.prune_recent_sql, (RECENT_EVENTS_KEPT,))
-        return inserted
+        return len(rows)
 
     def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
         owner = uuid.uuid4().hex
@@ -170,14 +171,15 @@ class SQLQueue:
         came from, and record why the others are still refused (id, code, reason, mapping version)."""
         rows = _outbox_rows(events, now_ms)
         with self._write() as db:
-            inserted = self._insert_events(db, rows) if rows else 0
+            if rows:
+                self._insert_events(db, rows)
             if resolved:
                 db.execute(f"DELETE FROM dead_letters WHERE id {self.ids_sql}", (self._ids(resolved),))
             if refused:
                 db.executemany("UPDATE dead_letters SET code = ?, reason = ?, mapping_version = ?, dead_lettered_at_ms = ?,"
                                " attempts = attempts + 1 WHERE id = ?",
                                [(code, reason[:MAX_ANSWER], version, now_ms, letter_id) for letter_id, code, reason, version in refused])
-        return inserted
+        return len(rows)
 
     def search_deliveries(self, *, transaction_id=None, message_id=None, customer_id=None, limit=100) -> list[dict]:
         """Delivery attempts for one transaction_id, messageId or customer, newest first."""

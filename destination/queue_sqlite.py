@@ -77,13 +77,12 @@ class SQLiteQueue(SQLQueue):
     def _ids(self, ids) -> str:
         return "[" + ",".join(str(int(i)) for i in ids) + "]"
 
-    def _insert_events(self, db, rows) -> int:
+    def _insert_events(self, db, rows) -> None:
         db.executemany(
             "INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms,"
             " received_at_ms, available_at_ms, message_id, customer_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        return len(rows)
 
     def _insert_log(self, db, owner, outcome, notes) -> None:
         # The notes travel as one JSON array of [id, status, answer, at] rows.
