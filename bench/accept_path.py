@@ -72,8 +72,9 @@ def main() -> None:
     args = parser.parse_args()
     gunicorn = [str(Path(sys.executable).parent / "gunicorn")]
     app_command = gunicorn + ["--config", "python:destination.gunicorn_config", "destination.wsgi:app"]
-    # The relay gets what gunicorn_config gives the app: 2 processes x 8 threads, gthread, keep-alive 5 s.
-    relay_command = gunicorn + ["-w", "2", "-k", "gthread", "--threads", "8", "--keep-alive", "5",
+    # The relay gets what gunicorn_config gives the app: 2 processes x 8 threads, gthread, keep-alive 5 s,
+    # a listening socket per process.
+    relay_command = gunicorn + ["-w", "2", "-k", "gthread", "--threads", "8", "--keep-alive", "5", "--reuse-port",
                                 "--chdir", str(ROOT / "bench"), "minimal_relay:app"]
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         # All three servers stay up (idle ones cost nothing) and the runs take turns: the

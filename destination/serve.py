@@ -36,6 +36,11 @@ def gunicorn_options(settings) -> dict:
         "timeout": settings.web_timeout,
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
         "keepalive": 5,
+        # Each process listens on its own socket and the kernel spreads new connections over them.
+        # On one shared socket, whichever process woke first took nearly a whole burst of
+        # keep-alive connections (15 of 16 measured): one process, one core under the GIL, did
+        # the work while the others idled.
+        "reuse_port": True,
         "accesslog": None,  # the app writes one JSON access line per request, with its request id
         "logger_class": JsonLogs,
         "post_worker_init": post_worker_init,
