@@ -1,7 +1,15 @@
-"""The embedded SQLite outbox: WAL mode, one connection per thread, fsync on commit by default."""
+"""The embedded SQLite outbox: WAL mode, one connection per thread, fsync on commit by default.
+
+Checkpoints (copying the WAL back into the database file) run on a thread of their own, outside
+the write lock. SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold,
+so it ran while this process held the lock every writer on the machine queues on: measured over
+200 commits of 100 events, the 10 that checkpointed took 112 ms of 293, up to 14 ms each, and
+every request of every process waited behind them. A PASSIVE checkpoint needs no write lock.
+"""
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -13,12 +21,21 @@ import orjson
 from . import migrations
 from .queue_sql import LOG_COLUMNS, SQLQueue
 
+log = logging.getLogger("destination.queue")
+
 
 class SQLiteQueue(SQLQueue):
     backend = "sqlite"
     # A list of ids travels as one JSON text parameter, so any batch size is one statement.
     ids_sql = "IN (SELECT value FROM json_each(?))"
     group_commits = True
+
+    CHECKPOINT_EVERY = 8  # commits between checkpoints, so each copies about the 4 MB SQLite's own default did
+    CHECKPOINT_IDLE_S = 1.0  # a quiet process still checkpoints what its last commits left
+    # A PASSIVE checkpoint never waits, so under steady writes it may never catch the WAL's end, and
+    # SQLite only starts the WAL over once one has. Past this many frames (64 MB of 4 KB pages) a
+    # RESTART checkpoint holds the write lock for the little left to copy, and the WAL starts over.
+    WAL_MAX_FRAMES = 16384
 
     def __init__(self, path: str | Path, synchronous: str = "FULL", delivery_log: bool = True, migrate: bool = True):
         super().__init__(delivery_log)
@@ -33,6 +50,10 @@ class SQLiteQueue(SQLQueue):
         # this process's threads; flock on a side file orders processes, waking the next at once.
         self._write_lock = threading.Lock()
         self._lock_fd = os.open(f"{self.path}.writelock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._commits = 0
+        self._checkpoint_due = threading.Event()
+        self._checkpointer: tuple[int, threading.Thread] | None = None  # (pid, thread): a fork needs its own
+        self._closed = False
         if migrate:
             self.migrate()
 
@@ -48,6 +69,7 @@ class SQLiteQueue(SQLQueue):
             # FULL makes each commit durable against power loss, which is what our 200 promises.
             db.execute(f"PRAGMA synchronous={self.synchronous}")
             db.execute("PRAGMA busy_timeout=30000")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it, outside the write lock
             self._local.db = db
             with self._lock:
                 self._all.append(db)
@@ -57,18 +79,55 @@ class SQLiteQueue(SQLQueue):
     def _write(self):
         """BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade."""
         db = self._db()
+        with self._writers_turn():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            self._commits += 1
+        if self._commits % self.CHECKPOINT_EVERY == 0:
+            self._wake_checkpointer()
+
+    @contextmanager
+    def _writers_turn(self):
+        """This process's threads queue on a lock, then processes on flock of a side file."""
         with self._write_lock:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
             try:
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    yield db
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-                db.execute("COMMIT")
+                yield
             finally:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _wake_checkpointer(self) -> None:
+        pid, thread = self._checkpointer or (None, None)
+        if pid != os.getpid() or not thread.is_alive():
+            thread = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
+            self._checkpointer = (os.getpid(), thread)
+            thread.start()
+        self._checkpoint_due.set()
+
+    def _checkpoint_loop(self) -> None:
+        while not self._closed:
+            self._checkpoint_due.wait(self.CHECKPOINT_IDLE_S)
+            self._checkpoint_due.clear()
+            if self._closed:
+                return
+            try:
+                self.checkpoint()
+            except sqlite3.Error:  # the next round tries again; the WAL only grows meanwhile
+                log.exception("WAL checkpoint failed; will retry")
+
+    def checkpoint(self) -> int:
+        """Copy committed WAL frames into the database without blocking writers; start the WAL
+        over when it has grown past WAL_MAX_FRAMES. Returns the WAL's frame count before."""
+        _, frames, _ = self._db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames > self.WAL_MAX_FRAMES:
+            with self._writers_turn():
+                self._db().execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+        return frames
 
     @contextmanager
     def _read(self):
@@ -93,6 +152,11 @@ class SQLiteQueue(SQLQueue):
             (outcome, orjson.dumps(notes).decode(), owner))
 
     def close(self) -> None:
+        self._closed = True
+        self._checkpoint_due.set()
+        pid, thread = self._checkpointer or (None, None)
+        if thread is not None and pid == os.getpid():
+            thread.join(10)
         with self._lock:
             for db in self._all:
                 db.close()

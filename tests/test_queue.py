@@ -8,7 +8,7 @@ from destination import migrations
 from destination.queue import DeadLetter, DeliveryNote, QueuedEvent
 from destination.queue_postgres import PostgresQueue
 from destination.queue_sqlite import SQLiteQueue
-from conftest import requires_postgres
+from conftest import requires_postgres, wait_until
 
 
 def events(n, start=0):
@@ -45,6 +45,60 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):
     db = queue._db()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+
+
+def big_events(n, start=0):
+    """Outbox rows the size of a real one: a 1 KB raw event each."""
+    return [QueuedEvent(f"t{i}", b'{"transaction_id":"t%d"}' % i, b"x" * 1024, "v1", 1000, f"m{i}")
+            for i in range(start, start + n)]
+
+
+def test_commits_leave_checkpoints_to_their_own_thread(tmp_path):
+    """A checkpoint inside a COMMIT held the write lock every process queues on (up to 14 ms);
+    here commits only append to the WAL, and the checkpointer thread copies it into the database."""
+    path = tmp_path / "q.sqlite3"
+    queue = SQLiteQueue(path)
+    try:
+        queue.enqueue([], [], now_ms=0)  # the schema is in the database file after the first checkpoint
+        size = path.stat().st_size
+        commits = SQLiteQueue.CHECKPOINT_EVERY - 1 - queue._commits % SQLiteQueue.CHECKPOINT_EVERY
+        for batch in range(commits):  # 7 x 900 KB: SQLite's own checkpoint would have run at 4 MB
+            queue.enqueue(big_events(600, batch * 600), [], now_ms=0)
+        assert path.stat().st_size == size, "a commit copied the WAL into the database itself"
+        queue.enqueue(big_events(600, commits * 600), [], now_ms=0)  # the commit that wakes the checkpointer
+        wait_until(lambda: path.stat().st_size > size + 4_000_000, message="the checkpointer to copy the WAL")
+    finally:
+        queue.close()
+    again = SQLiteQueue(path)
+    assert again.depth() == (commits + 1) * 600
+    again.close()
+
+
+def test_the_wal_stays_bounded_while_commits_never_stop(tmp_path):
+    """A PASSIVE checkpoint never waits for writers, so while commits keep coming it never
+    catches the WAL's end and SQLite never starts the WAL over: without the RESTART past
+    WAL_MAX_FRAMES this WAL reached 4,963 frames in 400 commits, growing all the while."""
+    queue = SQLiteQueue(tmp_path / "q.sqlite3")
+    queue.WAL_MAX_FRAMES, queue.CHECKPOINT_EVERY = 100, 10**9  # this test runs every checkpoint itself
+    done = threading.Event()
+
+    def writer():
+        try:
+            for batch in range(400):  # about 8 frames a commit
+                queue.enqueue(big_events(20, batch * 20), [], now_ms=0)
+        finally:
+            done.set()
+    thread = threading.Thread(target=writer)
+    thread.start()
+    frames = []
+    try:
+        while not done.is_set():
+            frames.append(queue.checkpoint())
+        thread.join()
+        assert max(frames) < 1000, max(frames)
+        assert queue.depth() == 8000
+    finally:
+        queue.close()
 
 
 def test_claimed_rows_are_invisible_until_the_lease_expires(open_store):
