@@ -68,6 +68,13 @@ def clock():
     return AnchoredClock(CAPTURE_NOW)
 
 
+def machine_clock() -> AnchoredClock:
+    """The machine's own time, for modules that start web or worker processes: those keep real
+    time, so the sandbox and app beside them must too. Times a day apart from the anchored clock
+    are refused as in the future, and 34 days apart as too old."""
+    return AnchoredClock(time.time())
+
+
 @pytest.fixture
 def sandbox(clock):
     server = SandboxServer(tokens=(TOKEN,), clock=clock).start()

@@ -17,7 +17,13 @@ import requests
 
 from destination import migrations
 from destination.config import SETTINGS
-from conftest import ROOT, TOKEN, WRITE_KEY, store_env, track, wait_until
+from conftest import ROOT, TOKEN, WRITE_KEY, machine_clock, store_env, track, wait_until
+
+
+@pytest.fixture
+def clock():
+    return machine_clock()  # this module starts processes that keep real time
+
 
 BIN = Path(sys.executable).parent
 

@@ -10,7 +10,13 @@ from collections import Counter
 import pytest
 import requests
 
-from conftest import WRITE_KEY, requires_postgres, wait_until
+from conftest import WRITE_KEY, machine_clock, requires_postgres, wait_until
+
+
+@pytest.fixture
+def clock():
+    return machine_clock()  # this module starts processes that keep real time
+
 from test_paas import base_env, cue, listening, procfile, start, stop
 
 TOTAL = 50_000

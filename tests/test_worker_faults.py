@@ -5,10 +5,16 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 
 from destination.worker import halt_state
-from conftest import ROOT, TOKEN, store_env, track, wait_until
+from conftest import ROOT, TOKEN, machine_clock, store_env, track, wait_until
+
+
+@pytest.fixture
+def clock():
+    return machine_clock()  # this module starts processes that keep real time
 
 
 def cue(sandbox, **faults):
