@@ -1,5 +1,6 @@
 """The durable outbox, on SQLite and on Postgres: it survives reopening, leases expire, only the
 lease owner can ack, concurrent claimers never share an event, and every attempt is logged."""
+import sqlite3
 import threading
 
 import pytest
@@ -72,6 +73,23 @@ def test_commits_leave_checkpoints_to_their_own_thread(tmp_path):
     again = SQLiteQueue(path)
     assert again.depth() == (commits + 1) * 600
     again.close()
+
+
+@pytest.mark.parametrize("variable_limit", [None, 999])  # 999: SQLite before 3.32 allows no more parameters
+def test_many_rows_go_in_whole_and_in_order_whatever_the_statement_size(tmp_path, variable_limit):
+    """Rows are inserted 100 to a statement (fewer where SQLite allows fewer parameters)."""
+    queue = SQLiteQueue(tmp_path / "q.sqlite3")
+    if variable_limit:
+        queue._db().setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, variable_limit)
+    try:
+        sent = events(250)
+        assert queue.enqueue(sent, [], now_ms=7) == 250
+        claimed = queue.claim(1000, 1000, now_ms=7).events
+        assert [(e.transaction_id, e.payload, e.timestamp_ms) for e in claimed] == \
+            [(e.transaction_id, e.payload, e.timestamp_ms) for e in sent]
+        assert [e.id for e in claimed] == sorted(e.id for e in claimed)
+    finally:
+        queue.close()
 
 
 def test_the_wal_stays_bounded_while_commits_never_stop(tmp_path):
