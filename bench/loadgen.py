@@ -1,19 +1,21 @@
 """A closed-loop HTTP load generator for the benches: processes x threads, each thread with one
 keep-alive connection to 127.0.0.1, sending for a fixed time and recording every latency.
 
-Bodies are built in the sending process with random UUID messageIds, as the SDKs make them, so
-no request is a duplicate the server could skip cheaply, and the ids' hex holds what real ids hold
-(such as "e123", which looks like the tail of a number).
+Every event gets a fresh random UUID messageId, as the SDKs make them, so no request is a
+duplicate the server could skip cheaply, and the ids' hex holds what real ids hold (such as "e123",
+which looks like the tail of a number). Bodies are made by splicing the ids into the event's
+serialized bytes: building and serializing 100 dicts a request cost the load generator 6.9 us an
+event (1.5 us spliced), on the same two cores as the server it measures.
 """
 from __future__ import annotations
 
 import base64
 import http.client
 import multiprocessing
+import os
 import statistics
 import threading
 import time
-import uuid
 
 import orjson
 
@@ -40,15 +42,37 @@ def event(message_id: str, stamp: str) -> dict:
             "integrations": {}}
 
 
+class Bodies:
+    """Request bodies of `event`: one event object, or an array of `n`, each with a fresh UUID."""
+
+    _MARK = "00000000-0000-4000-8000-000000000000"
+
+    def __init__(self, stamp: str):
+        self.head, self.tail = orjson.dumps(event(self._MARK, stamp)).split(self._MARK.encode())
+
+    def make(self, n: int) -> bytes:
+        events = [self.head + message_id + self.tail for message_id in uuid4_texts(n)]
+        return events[0] if n == 1 else b"[" + b",".join(events) + b"]"
+
+
+def uuid4_texts(n: int) -> list[bytes]:
+    """`n` random version-4 UUIDs as text, the form str(uuid.uuid4()) gives, from one urandom call."""
+    digits = os.urandom(16 * n).hex()
+    texts = []
+    for at in range(0, 32 * n, 32):
+        h = digits[at:at + 32]
+        texts.append(f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}".encode())
+    return texts
+
+
 def _sender(port, path, per_request, duration_s, results, lock):
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": AUTH, "Content-Type": "application/json"}
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 60))
+    bodies = Bodies(time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(time.time() - 60)))
     latencies, statuses, sent = [], {}, 0
     deadline = time.perf_counter() + duration_s
     while time.perf_counter() < deadline:
-        batch = [event(str(uuid.uuid4()), stamp) for _ in range(per_request)]
-        body = orjson.dumps(batch if per_request > 1 else batch[0])
+        body = bodies.make(per_request)
         start = time.perf_counter()
         connection.request("POST", path, body, headers)
         response = connection.getresponse()
