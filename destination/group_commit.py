@@ -2,10 +2,15 @@
 
 Every accepted request must be committed before it is answered, and a commit costs the same
 for one event as for a hundred (an fsync, a lock handoff). Under load, threads of one process
-queue their work here; one of them (the leader) runs everything queued in one transaction, each
-piece inside its own savepoint so one failure does not undo the others, commits, and wakes them.
-Then the next waiting thread leads the next group, so no thread works for others indefinitely.
-Nobody is answered before the commit that holds their rows has succeeded.
+queue their work here; one of them (the leader) runs everything queued in one transaction,
+commits, and wakes them. Then the next waiting thread leads the next group, so no thread works
+for others indefinitely. Nobody is answered before the commit that holds their rows has succeeded.
+
+One failing piece must not undo the others. A savepoint around each piece would ensure that,
+but each of its statements releases the GIL while the write lock is held, and a mapping thread
+may keep the GIL for the whole switch interval before the leader gets it back. So the group runs
+bare first; only if a piece fails is the transaction rolled back and the group run again with a
+savepoint around each piece. A piece's work may therefore run twice, and must be plain writes.
 """
 from __future__ import annotations
 
@@ -53,12 +58,19 @@ class GroupCommit:
     def _lead(self) -> None:
         group: list[_Piece] = []
         try:
-            with self._transaction() as db:
-                # The group is taken only once the write lock is ours: pieces queued while we
-                # waited for it (another process's commit) join this transaction, not the next.
-                with self._lock:
-                    group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
-                self._run_pieces(db, group)
+            try:
+                with self._transaction() as db:
+                    # The group is taken only once the write lock is ours: pieces queued while we
+                    # waited for it (another process's commit) join this transaction, not the next.
+                    with self._lock:
+                        group, self._pending = self._pending[:MAX_GROUP], self._pending[MAX_GROUP:]
+                    for piece in group:
+                        piece.result = piece.work(db)
+            except Exception:
+                if len(group) < 2:  # nothing to keep apart: the piece's own error, below
+                    raise
+                with self._transaction() as db:  # the first try was rolled back whole
+                    self._run_pieces(db, group)
         except Exception as exc:  # the transaction failed or never began: nothing in the group was stored
             if not group:  # it never began; our own piece is still first in line
                 with self._lock:
@@ -78,11 +90,12 @@ class GroupCommit:
 
     @staticmethod
     def _run_pieces(db, group: list[_Piece]) -> None:
+        """Each piece in its own savepoint, so a failing one is undone alone and told why."""
         for index, piece in enumerate(group):
             db.execute(f"SAVEPOINT piece_{index}")
             try:
-                piece.result = piece.work(db)
+                piece.result, piece.error = piece.work(db), None
             except Exception as exc:  # this piece alone is undone, and its caller told why
                 db.execute(f"ROLLBACK TO SAVEPOINT piece_{index}")
-                piece.error = exc
+                piece.result, piece.error = None, exc
             db.execute(f"RELEASE SAVEPOINT piece_{index}")
