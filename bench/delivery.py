@@ -25,6 +25,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+import loadgen  # noqa: E402
 import sink  # noqa: E402
 from accept_path import postgres_schema  # noqa: E402
 from destination.queue import QueuedEvent  # noqa: E402
@@ -33,11 +34,16 @@ from destination.queue_sqlite import SQLiteQueue  # noqa: E402
 
 
 def usage_event(i: int, stamp: str) -> QueuedEvent:
+    """A queued row as the accept path stores it: the usage event, and the raw CDP event it came
+    from (the load generator's 1,037-byte event). A claim rewrites the whole row, raw included,
+    so a row without it claimed and acked in half the time: measured per 1,000 events, claim
+    10.5 -> 19.5 ms and delete 3.4 -> 7.7 ms with the raw event in."""
     event = {"transaction_id": f"bench-{i:09d}", "customer_id": f"user_{i % 500}", "event_type": "llm_request",
              "timestamp": stamp, "properties": {"model": "gpt-5", "input_tokens": str(1500 + i), "output_tokens": "320",
                                                 "cost": "0.0042", "region": "us-east-1", "cached": "false"}}
-    return QueuedEvent(event["transaction_id"], orjson.dumps(event), b"{}", "v1", int(time.time() * 1000) - 60_000,
-                       f"m{i}", event["customer_id"], "bench")
+    raw = orjson.dumps(loadgen.event(event["transaction_id"], stamp))
+    return QueuedEvent(event["transaction_id"], orjson.dumps(event), raw, "v1", int(time.time() * 1000) - 60_000,
+                       event["transaction_id"], event["customer_id"], "bench")
 
 
 def fill(queue, count: int) -> None:
