@@ -114,11 +114,12 @@ class SQLiteQueue(SQLQueue):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _wake_checkpointer(self) -> None:
-        pid, thread = self._checkpointer or (None, None)
-        if pid != os.getpid() or not thread.is_alive():
-            thread = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
-            self._checkpointer = (os.getpid(), thread)
-            thread.start()
+        with self._lock:  # two committing threads must not start two checkpointers
+            pid, thread = self._checkpointer or (None, None)
+            if pid != os.getpid() or not thread.is_alive():
+                thread = threading.Thread(target=self._checkpoint_loop, name="sqlite-checkpoint", daemon=True)
+                self._checkpointer = (os.getpid(), thread)
+                thread.start()
         self._checkpoint_due.set()
 
     def _checkpoint_loop(self) -> None:
