@@ -34,9 +34,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def server(command: list[str], env: dict, port: int, cwd: Path = ROOT):
-    process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env, "PORT": str(port)},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def server(command: list[str], env: dict, port: int, cwd: Path = ROOT, log: Path | None = None):
+    """A server process for the bench; its output goes to `log`, read when a run goes wrong."""
+    with open(log or os.devnull, "wb") as output:
+        process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env, "PORT": str(port)},
+                                   stdout=output, stderr=subprocess.STDOUT)
     try:
         loadgen.wait_listening(port, "/healthz")
         yield
@@ -60,6 +62,12 @@ def postgres_schema():
             conn.execute(f"DROP SCHEMA {name} CASCADE")
 
 
+def _tail(log: Path, lines: int = 20) -> str:
+    """The server's own messages, without its access lines."""
+    kept = [line for line in log.read_text(errors="replace").splitlines() if "destination.access" not in line]
+    return "\n".join(kept[-lines:])
+
+
 def app_env(store: dict) -> dict:
     return {"WRITE_KEYS": f"bench:{loadgen.WRITE_KEY}", "METRONOME_API_TOKEN": "bench", "DELIVER_IN_WEB": "false",
             "METRONOME_BASE_URL": "http://127.0.0.1:9", "HOST": "127.0.0.1", "DATABASE_URL": "", **store}
@@ -81,12 +89,14 @@ def main() -> None:
         # machine's speed drifts by a fifth or more within minutes, so each of our runs is
         # compared with the relay run just before it, not with one from minutes earlier.
         ports = {"relay": free_port(), "sqlite": free_port(), "postgres": free_port()}
-        stack.enter_context(server(relay_command, {}, ports["relay"]))
-        stack.enter_context(server(app_command, app_env({"SQLITE_PATH": f"{tmp}/bench.sqlite3"}), ports["sqlite"]))
+        logs = {name: Path(tmp) / f"{name}.log" for name in ports}
+        stack.enter_context(server(relay_command, {}, ports["relay"], log=logs["relay"]))
+        stack.enter_context(server(app_command, app_env({"SQLITE_PATH": f"{tmp}/bench.sqlite3"}), ports["sqlite"],
+                                   log=logs["sqlite"]))
         url = stack.enter_context(postgres_schema())
         subprocess.run([sys.executable, "-m", "destination", "migrate"], cwd=ROOT, check=True, capture_output=True,
                        env={**os.environ, **app_env({"DATABASE_URL": url})})
-        stack.enter_context(server(app_command, app_env({"DATABASE_URL": url}), ports["postgres"]))
+        stack.enter_context(server(app_command, app_env({"DATABASE_URL": url}), ports["postgres"], log=logs["postgres"]))
         cases = [(f"{name}_{shape}", ports[name], path, per_request)
                  for shape, path, per_request in (("batch100", "/v1/batch", 100), ("single", "/v1/track", 1))
                  for name in ("relay", "sqlite", "postgres")]
@@ -97,8 +107,9 @@ def main() -> None:
             for case, port, path, per_request in cases:
                 result = loadgen.run(port, path, per_request, args.seconds, threads=4 if per_request > 1 else 8)
                 refused = {status: n for status, n in result["statuses"].items() if status != 200}
-                if refused:
-                    raise SystemExit(f"{case}: answers other than 200: {refused}")
+                if refused or not result["statuses"]:
+                    raise SystemExit(f"{case}: answers other than 200: {refused}\n"
+                                     f"the server's last lines:\n{_tail(logs[case.split('_')[0]])}")
                 runs[case].append(result)
     results = {case: loadgen.medians(case_runs) for case, case_runs in runs.items()}
 

@@ -74,9 +74,13 @@ def _sender(port, path, per_request, duration_s, results, lock):
     while time.perf_counter() < deadline:
         body = bodies.make(per_request)
         start = time.perf_counter()
-        connection.request("POST", path, body, headers)
-        response = connection.getresponse()
-        response.read()
+        try:
+            connection.request("POST", path, body, headers)
+            response = connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException) as exc:  # counted, so the bench fails saying what happened
+            statuses[type(exc).__name__] = statuses.get(type(exc).__name__, 0) + 1
+            break
         latencies.append(time.perf_counter() - start)
         statuses[response.status] = statuses.get(response.status, 0) + 1
         sent += per_request
