@@ -12,8 +12,10 @@ import threading
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
+from gunicorn.config import KNOWN_SETTINGS
 
 log = logging.getLogger("destination.serve")
+_GUNICORN_SETTINGS = {setting.name for setting in KNOWN_SETTINGS}  # they differ between versions
 GRACEFUL_TIMEOUT_S = 25  # Heroku-style platforms SIGKILL 30 s after SIGTERM
 
 
@@ -28,7 +30,7 @@ class JsonLogs(glogging.Logger):
 
 
 def gunicorn_options(settings) -> dict:
-    return {
+    options = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.web_concurrency,
         "worker_class": "gthread",
@@ -47,6 +49,12 @@ def gunicorn_options(settings) -> dict:
         "worker_exit": worker_exit,
         "child_exit": child_exit,
     }
+    # gunicorn 25.1+ opens a control socket (scale or stop workers) at one path per user,
+    # ~/.gunicorn/gunicorn.ctl, shared by every gunicorn that user runs, and stops and restarts
+    # its thread around every fork. Nothing here uses it; the platform manages processes.
+    if "control_socket_disable" in _GUNICORN_SETTINGS:
+        options["control_socket_disable"] = True
+    return options
 
 
 def post_worker_init(worker) -> None:

@@ -135,6 +135,19 @@ def test_a_burst_of_keep_alive_connections_spreads_over_the_web_processes(settin
         assert stop(web) == 0
 
 
+def test_the_web_line_opens_no_control_socket(settings, sandbox, tmp_path):
+    """gunicorn 25.1+ would open one at ~/.gunicorn/gunicorn.ctl, shared by every gunicorn of the user."""
+    env = base_env(settings, sandbox, tmp_path, HOME=str(tmp_path), XDG_RUNTIME_DIR="")
+    web = start(procfile()["web"], env, tmp_path / "web.log")
+    try:
+        wait_until(listening(f"http://127.0.0.1:{env['PORT']}"), timeout=30, message="the web line to listen on PORT")
+    finally:
+        assert stop(web) == 0
+    log = (tmp_path / "web.log").read_text()
+    assert "Booting worker" in log and "Control socket" not in log
+    assert not (tmp_path / ".gunicorn").exists()
+
+
 def connections_held_per_process(server_port: int, client_ports: set) -> dict:
     """{pid: how many of these clients' connections it holds}, read from /proc (Linux)."""
     inodes = {}
