@@ -18,6 +18,9 @@ DEAD_LETTER_COLUMNS = (
     " source"
 )
 LOG_COLUMNS = "transaction_id, message_id, customer_id, outcome, status, answer, payload, attempt, at_ms"
+# An outbox row as `_outbox_rows` lays it out, for both backends' `_insert_events`.
+OUTBOX_INSERT_COLUMNS = ("transaction_id", "payload", "raw", "mapping_version", "timestamp_ms", "received_at_ms",
+                         "available_at_ms", "message_id", "customer_id", "source")
 MAX_ERROR = 1000
 RECENT_EVENTS_KEPT = 200
 MAX_ANSWER = 2000
@@ -261,7 +264,7 @@ class SQLQueue:
 
 
 def _outbox_rows(events: list[QueuedEvent], now_ms: int) -> list[tuple]:
-    """Column values in the order both backends' `_insert_events` expect."""
+    """Column values in the order of OUTBOX_INSERT_COLUMNS."""
     return [(e.transaction_id, e.payload, e.raw, e.mapping_version, e.timestamp_ms, now_ms, now_ms,
              e.message_id, e.customer_id, e.source) for e in events]
 

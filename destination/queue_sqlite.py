@@ -20,19 +20,18 @@ from pathlib import Path
 import orjson
 
 from . import migrations
-from .queue_sql import LOG_COLUMNS, SQLQueue
+from .queue_sql import LOG_COLUMNS, OUTBOX_INSERT_COLUMNS, SQLQueue
 
 log = logging.getLogger("destination.queue")
 
 
 ROWS_PER_INSERT = 100  # a request's worth; 1,000 parameters, which every SQLite since 3.32 allows
-_COLUMNS = 10
+_COLUMNS = len(OUTBOX_INSERT_COLUMNS)
 
 
 @functools.lru_cache(maxsize=ROWS_PER_INSERT)
 def _insert_sql(rows: int) -> str:
-    return ("INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms,"
-            " available_at_ms, message_id, customer_id, source) VALUES "
+    return (f"INSERT INTO outbox ({', '.join(OUTBOX_INSERT_COLUMNS)}) VALUES "
             + ", ".join(["(" + ", ".join("?" * _COLUMNS) + ")"] * rows))
 
 
