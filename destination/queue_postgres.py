@@ -44,13 +44,20 @@ class PostgresQueue(SQLQueue):
             return migrations.apply(db, "postgres")
 
     @contextmanager
-    def _write(self):
+    def _write(self, durable: bool = True):
         # The pool's context commits when the block succeeds and rolls back when it raises; a
         # connection that broke is discarded rather than handed to the next caller.
         with self.pool.connection() as conn:
+            if not durable:
+                # This transaction's COMMIT returns before its WAL reaches the disk. A crash of
+                # the server may undo it whole, never in part; a later durable commit flushes it.
+                conn.execute("SET LOCAL synchronous_commit = off")
             yield _Placeholders(conn)
 
-    _read = _write
+    @contextmanager
+    def _read(self):
+        with self.pool.connection() as conn:
+            yield _Placeholders(conn)
 
     def _ids(self, ids) -> list[int]:
         return [int(i) for i in ids]

@@ -78,7 +78,7 @@ class SQLiteQueue(SQLQueue):
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
             # FULL makes each commit durable against power loss, which is what our 200 promises.
-            db.execute(f"PRAGMA synchronous={self.synchronous}")
+            self._synchronous(db, self.synchronous)
             db.execute("PRAGMA busy_timeout=30000")
             db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it, outside the write lock
             self._local.db = db
@@ -87,9 +87,15 @@ class SQLiteQueue(SQLQueue):
         return db
 
     @contextmanager
-    def _write(self):
-        """BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade."""
+    def _write(self, durable: bool = True):
+        """BEGIN IMMEDIATE takes the write lock up front, so two writers never deadlock on upgrade.
+
+        Not durable: synchronous=NORMAL for this transaction, so its COMMIT writes the WAL without
+        an fsync. The next durable commit's fsync covers its frames too (one file), and a power
+        cut before that rolls it back whole: the WAL's checksums end the log at the last frame
+        written out intact."""
         db = self._db()
+        self._synchronous(db, self.synchronous if durable else "NORMAL")
         with self._writers_turn():
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -101,6 +107,12 @@ class SQLiteQueue(SQLQueue):
             self._commits += 1
         if self._commits % self.CHECKPOINT_EVERY == 0:
             self._wake_checkpointer()
+
+    def _synchronous(self, db: sqlite3.Connection, level: str) -> None:
+        """Set the connection's fsync level between transactions, only when it changes."""
+        if getattr(self._local, "synchronous", None) != level:
+            db.execute(f"PRAGMA synchronous={level}")
+            self._local.synchronous = level
 
     @contextmanager
     def _writers_turn(self):

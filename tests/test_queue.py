@@ -370,3 +370,53 @@ def test_one_ack_of_several_batches_counts_and_logs_each_with_its_own_note(open_
     assert removed == [1, 3] and queue.depth() == 1
     log = {row["transaction_id"]: (row["status"], row["answer"], row["at_ms"]) for row in queue.search_deliveries()}
     assert log == {"t1": (200, "first", 10), "t2": (201, "second", 20), "t3": (201, "second", 20), "t4": (201, "second", 20)}
+
+
+def test_only_what_a_200_promised_waits_for_the_disk(open_store, backend):
+    """Enqueues and replays commit durably (fsync on SQLite, a flushed WAL on Postgres). The
+    worker's claim, ack, retry and dead letter do not: undone by a power cut, each leaves its
+    event queued, to be sent again with the same transaction_id."""
+    queue = open_store()
+    level_sql = "PRAGMA synchronous" if backend == "sqlite" else "SHOW synchronous_commit"
+    levels = []
+    write = queue._write
+
+    def spying_write(*args, **kwargs):
+        context = write(*args, **kwargs)
+        db = context.__enter__()
+        levels.append(str(db.execute(level_sql).fetchone()[0]))
+        return _Entered(context, db)
+
+    queue._write = spying_write
+    if queue._group is not None:
+        queue._group._transaction = spying_write
+    durable, lazy = ("2", "1") if backend == "sqlite" else ("on", "off")
+
+    def levels_of(action):
+        levels.clear()
+        action()
+        return set(levels)
+
+    assert levels_of(lambda: queue.enqueue(events(4), [], now_ms=0)) == {durable}
+    claim = queue.claim(4, 1000, now_ms=0)
+    ids = [e.id for e in claim.events]
+    assert levels_of(lambda: queue.claim(4, 1000, now_ms=0)) == {lazy}
+    assert levels_of(lambda: queue.ack_many(claim.owner, [(ids[:1], DeliveryNote(1, 200, ""))])) == {lazy}
+    assert levels_of(lambda: queue.retry_later(claim.owner, ids[1:2], 0, "later")) == {lazy}
+    assert levels_of(lambda: queue.dead_letter(claim.owner, [(ids[2], "bad", "why")], 0)) == {lazy}
+    assert levels_of(lambda: queue.enqueue(events(1, start=9), [], now_ms=0)) == {durable}  # switched back
+    assert levels_of(lambda: queue.resolve_dead_letters(events(1, start=20), [], [], now_ms=0)) == {durable}
+    assert queue.depth() == 4  # t1 waits to be retried, t3 still leased, t9 and t20 new
+
+
+class _Entered:
+    """A transaction already entered by the spy, handed on to the code under test."""
+
+    def __init__(self, context, db):
+        self.context, self.db = context, db
+
+    def __enter__(self):
+        return self.db
+
+    def __exit__(self, *exc):
+        return self.context.__exit__(*exc)
