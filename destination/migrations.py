@@ -110,6 +110,21 @@ _SQLITE_OUTBOX_WITHOUT_UNIQUE = _SQLITE_OUTBOX.format(
     CREATE INDEX outbox_ready ON outbox (available_at_ms, id)
 """
 
+# Leases move out of the outbox row. A claim used to rewrite each claimed row to set its owner and
+# lease end, and a row carries the raw CDP event (about 1 KB), so a claim of 1,000 events wrote
+# about 400 pages to the WAL, and then to the database at checkpoint. A lease is now a narrow row
+# of its own. The outbox row is written once, at accept, and deleted once, at ack. Per 1,000
+# events, one process, SQLite: claim 10.5-11.6 ms -> 2.7-3.8 ms, and claim + ack CPU 27-29 ms -> 16-20 ms.
+# Rows a worker of the old layout held (lease_owner, available_at_ms in the future) come back
+# when that time passes, as an expired lease does; lease_owner is no longer written.
+_LEASES = """
+    CREATE TABLE leases (
+        id {leased_id} PRIMARY KEY,
+        owner TEXT NOT NULL,
+        until_ms {int} NOT NULL
+    )
+"""
+
 SQLITE = [
     _SQLITE_OUTBOX.format(name="outbox", unique=" UNIQUE", later_columns="") + """;
     CREATE INDEX outbox_ready ON outbox (available_at_ms, id);
@@ -124,6 +139,7 @@ SQLITE = [
     _MAPPINGS_AND_SAMPLES.format(**_SQLITE_TYPES),
     _LEANER_DELIVERY_LOG,
     _SQLITE_OUTBOX_WITHOUT_UNIQUE,
+    _LEASES.format(leased_id="INTEGER", int="INTEGER"),
 ]
 
 POSTGRES = [
@@ -150,6 +166,7 @@ POSTGRES = [
     _MAPPINGS_AND_SAMPLES.format(**_POSTGRES_TYPES),
     _LEANER_DELIVERY_LOG,
     "ALTER TABLE outbox DROP CONSTRAINT outbox_transaction_id_key",  # see _SQLITE_OUTBOX_WITHOUT_UNIQUE
+    _LEASES.format(leased_id="BIGINT", int="BIGINT"),
 ]
 
 STEPS = {"sqlite": SQLITE, "postgres": POSTGRES}

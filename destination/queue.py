@@ -2,9 +2,9 @@
 
 Accepted usage events and refused events are written in one transaction before the sender gets
 its 200. The worker then claims ready rows under a lease, and acks, retries later or
-dead-letters them. A claim moves a row's `available_at` to the end of its lease, so rows of a
-worker that died come back by themselves when the lease runs out, with the same stored payload
-and therefore the same transaction_id.
+dead-letters them. A lease is a narrow row of its own (owner, end), so the outbox row is written
+once at accept and deleted once at ack. Rows of a worker that died come back by themselves when
+the lease runs out, with the same stored payload and therefore the same transaction_id.
 """
 from __future__ import annotations
 

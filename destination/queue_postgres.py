@@ -2,7 +2,7 @@
 
 A claim takes ready rows with `FOR UPDATE SKIP LOCKED`, so concurrent workers split the queue
 between them instead of queueing on each other's locks, and never take the same row twice; the
-lease (`available_at_ms` moved forward) hands a dead worker's rows back when it runs out.
+lease (a row in `leases`) hands a dead worker's rows back when it runs out.
 """
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from functools import lru_cache
 from psycopg_pool import ConnectionPool
 
 from . import migrations
-from .queue_sql import LOG_COLUMNS, OUTBOX_INSERT_COLUMNS, SQLQueue
+from .queue_sql import LEASE_CONFLICT, LOG_COLUMNS, OUTBOX_INSERT_COLUMNS, READY_UNLEASED, SQLQueue
 
 POOL_WAIT_S = 10  # a request waits this long for a free connection before answering 503
+LEASE_ROUNDS = 4  # statements one claim may run while rows it looked at turn out leased by others
 
 
 class PostgresQueue(SQLQueue):
     backend = "postgres"
     ids_sql = "= ANY(?)"
-    claim_lock = " FOR UPDATE SKIP LOCKED"
     prune_recent_sql = ("DELETE FROM recent_events WHERE id IN (SELECT id FROM recent_events"
                         " WHERE id <= (SELECT max(id) FROM recent_events) - ? FOR UPDATE SKIP LOCKED)")
     # Serializes mapping saves across processes (released at commit), so "save only if v3 is
@@ -73,6 +73,23 @@ class PostgresQueue(SQLQueue):
             [list(column) for column in zip(*rows)],
         )
 
+    def _lease(self, db, owner, until_ms, now_ms, limit) -> list[int]:
+        """Candidates are locked (SKIP LOCKED), so two claimers in flight never pick the same row.
+        But a row whose claimer committed after this statement's snapshot is no longer locked,
+        and its new lease is invisible to the snapshot: it comes back as a conflict, not as ours.
+        So count what was looked at, and ask again, with a new snapshot, for as many as conflicted."""
+        ids: list[int] = []
+        for _ in range(LEASE_ROUNDS):
+            looked, taken = db.execute(
+                f"WITH candidates AS ({READY_UNLEASED} FOR UPDATE SKIP LOCKED),"
+                f" taken AS (INSERT INTO leases (id, owner, until_ms) SELECT id, ?, ? FROM candidates{LEASE_CONFLICT})"
+                " SELECT (SELECT count(*) FROM candidates), array(SELECT id FROM taken)",
+                (now_ms, now_ms, limit - len(ids), owner, until_ms, now_ms)).fetchone()
+            ids += taken
+            if looked == len(taken) or len(ids) >= limit:
+                break
+        return ids
+
     def _insert_log(self, db, owner, outcome, notes) -> None:
         # Column arrays, as in _insert_events; the statuses in text form, since a network
         # error has none and psycopg cannot type an array of only NULLs in binary.
@@ -81,7 +98,7 @@ class PostgresQueue(SQLQueue):
             f"INSERT INTO delivery_log ({LOG_COLUMNS}) SELECT o.transaction_id, o.message_id, o.customer_id, %s,"
             " n.status, n.answer, o.payload, o.attempts + 1, n.at_ms"
             " FROM unnest(%b::bigint[], %s::int[], %b::text[], %b::bigint[]) AS n(id, status, answer, at_ms)"
-            " JOIN outbox AS o ON o.id = n.id WHERE o.lease_owner = %s",
+            " JOIN leases AS l ON l.id = n.id JOIN outbox AS o ON o.id = l.id WHERE l.owner = %s",
             [outcome, ids, statuses, answers, at_ms, owner])
 
     def close(self) -> None:

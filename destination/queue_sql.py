@@ -21,6 +21,12 @@ LOG_COLUMNS = "transaction_id, message_id, customer_id, outcome, status, answer,
 # An outbox row as `_outbox_rows` lays it out, for both backends' `_insert_events`.
 OUTBOX_INSERT_COLUMNS = ("transaction_id", "payload", "raw", "mapping_version", "timestamp_ms", "received_at_ms",
                          "available_at_ms", "message_id", "customer_id", "source")
+# A claim's candidates: the oldest ready rows without a live lease (params: now, now, limit).
+READY_UNLEASED = ("SELECT id FROM outbox AS o WHERE available_at_ms <= ? AND NOT EXISTS"
+                  " (SELECT 1 FROM leases AS l WHERE l.id = o.id AND l.until_ms > ?) ORDER BY available_at_ms, id LIMIT ?")
+# An expired lease is taken over in place; a live one is left to its owner (param: now).
+LEASE_CONFLICT = (" ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms"
+                  " WHERE leases.until_ms <= ? RETURNING id")
 MAX_ERROR = 1000
 RECENT_EVENTS_KEPT = 200
 MAX_ANSWER = 2000
@@ -30,7 +36,6 @@ ANY = object()  # save_mapping_version: no condition on the newest version
 class SQLQueue:
     backend = "sql"
     ids_sql = ""  # how `id` is matched against one list parameter
-    claim_lock = ""  # appended to the claim's inner SELECT
     # Keep the newest RECENT_EVENTS_KEPT samples. Rows another transaction is deleting are left to
     # it (Postgres: SKIP LOCKED), so concurrent requests never wait on, or deadlock over, a sample.
     prune_recent_sql = "DELETE FROM recent_events WHERE id <= (SELECT max(id) FROM recent_events) - ?"
@@ -67,7 +72,7 @@ class SQLQueue:
         raise NotImplementedError
 
     def _insert_log(self, db, owner: str, outcome: str, notes: list[tuple]) -> None:
-        """Add a delivery-log row per (id, status, answer, at_ms) note, from the outbox rows `owner` holds."""
+        """Add a delivery-log row per (id, status, answer, at_ms) note, from the outbox rows `owner` leases."""
         raise NotImplementedError
 
     # -- the Queue protocol ------------------------------------------------------------------
@@ -95,49 +100,60 @@ class SQLQueue:
         return len(rows)
 
     def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
+        """Lease the oldest ready rows that no live lease holds; an expired lease is taken over
+        in place. If another claimer leased a row after this statement looked (Postgres), the
+        conflict's condition is checked against that committed lease, and the row stays its."""
         owner = uuid.uuid4().hex
         with self._write(durable=False) as db:
+            ids = self._lease(db, owner, now_ms + lease_ms, now_ms, limit)
             rows = db.execute(
-                "UPDATE outbox SET available_at_ms = ?, lease_owner = ? WHERE id IN ("
-                " SELECT id FROM outbox WHERE available_at_ms <= ? ORDER BY available_at_ms, id LIMIT ?"
-                f"{self.claim_lock}) RETURNING id, transaction_id, payload, timestamp_ms, attempts, received_at_ms",
-                (now_ms + lease_ms, owner, now_ms, limit),
-            ).fetchall()
-        rows.sort()
+                "SELECT id, transaction_id, payload, timestamp_ms, attempts, received_at_ms FROM outbox"
+                f" WHERE id {self.ids_sql} ORDER BY id", (self._ids(ids),)).fetchall() if ids else []
         return Claim(owner, [ClaimedEvent(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows])
 
     def ack_many(self, owner: str, batches: list[tuple[list[int], DeliveryNote | None]]) -> list[int]:
-        """Several delivered batches in one transaction of two statements, however many batches:
+        """Several delivered batches in one transaction of three statements, however many batches:
         on Postgres each statement is a round trip. Returns how many rows each batch removed."""
         with self._write(durable=False) as db:
             self._log(db, owner, "delivered", batches)
-            every_id = [i for ids, _ in batches for i in ids]
-            gone = {row[0] for row in db.execute(
-                f"DELETE FROM outbox WHERE lease_owner = ? AND id {self.ids_sql} RETURNING id",
-                (owner, self._ids(every_id))).fetchall()}
-            return [sum(1 for i in ids if i in gone) for ids, _ in batches]
+            gone = self._end_leases(db, owner, [i for ids, _ in batches for i in ids])
+            if gone:
+                db.execute(f"DELETE FROM outbox WHERE id {self.ids_sql}", (self._ids(gone),))
+            held = set(gone)
+            return [sum(1 for i in ids if i in held) for ids, _ in batches]
 
     def retry_later(self, owner, ids, available_at_ms, error, count_attempt=True, note=None) -> None:
         with self._write(durable=False) as db:
             self._log(db, owner, "retry", [(ids, note)])
-            db.execute(
-                "UPDATE outbox SET available_at_ms = ?, lease_owner = NULL, last_error = ?, attempts = attempts + ?"
-                f" WHERE lease_owner = ? AND id {self.ids_sql}",
-                (available_at_ms, error[:MAX_ERROR], 1 if count_attempt else 0, owner, self._ids(ids)),
-            )
+            held = self._end_leases(db, owner, ids)
+            if held:
+                db.execute("UPDATE outbox SET available_at_ms = ?, last_error = ?, attempts = attempts + ?"
+                           f" WHERE id {self.ids_sql}",
+                           (available_at_ms, error[:MAX_ERROR], 1 if count_attempt else 0, self._ids(held)))
 
     def dead_letter(self, owner, refusals, now_ms, note=None) -> None:
         with self._write(durable=False) as db:
             for event_id, code, reason in refusals:
                 self._log(db, owner, "dead_lettered", [([event_id], note and dataclasses.replace(note, answer=reason))])
-                moved = db.execute(
-                    f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS})"
-                    " SELECT transaction_id, raw, payload, ?, ?, mapping_version, 'delivery', received_at_ms, ?, attempts + 1,"
-                    " source FROM outbox WHERE id = ? AND lease_owner = ?",
-                    (code, reason[:MAX_ANSWER], now_ms, event_id, owner),
-                ).rowcount
-                if moved:
+                if self._end_leases(db, owner, [event_id]):
+                    db.execute(
+                        f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS})"
+                        " SELECT transaction_id, raw, payload, ?, ?, mapping_version, 'delivery', received_at_ms, ?, attempts + 1,"
+                        " source FROM outbox WHERE id = ?",
+                        (code, reason[:MAX_ANSWER], now_ms, event_id))
                     db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+
+    def _lease(self, db, owner: str, until_ms: int, now_ms: int, limit: int) -> list[int]:
+        """Lease up to `limit` ready rows to `owner`; return their ids."""
+        return [row[0] for row in db.execute(
+            f"INSERT INTO leases (id, owner, until_ms) SELECT id, ?, ? FROM ({READY_UNLEASED}) AS ready"
+            f" WHERE true{LEASE_CONFLICT}", (owner, until_ms, now_ms, now_ms, limit, now_ms)).fetchall()]
+
+    def _end_leases(self, db, owner: str, ids: list[int]) -> list[int]:
+        """End `owner`'s leases on these rows; return the ids it still held, now its alone to act
+        on. A lease that ran out and was taken by another claimer is not ours: that row is left."""
+        return [row[0] for row in db.execute(f"DELETE FROM leases WHERE owner = ? AND id {self.ids_sql} RETURNING id",
+                                             (owner, self._ids(ids))).fetchall()]
 
     def _log(self, db, owner: str, outcome: str, batches: list[tuple[list[int], DeliveryNote | None]]) -> None:
         """Record one delivery attempt per event, copied from its outbox row in the same transaction:

@@ -176,7 +176,8 @@ class SQLiteQueue(SQLQueue):
         db.execute(
             f"INSERT INTO delivery_log ({LOG_COLUMNS}) SELECT o.transaction_id, o.message_id, o.customer_id, ?,"
             " n.value ->> 1, n.value ->> 2, o.payload, o.attempts + 1, n.value ->> 3"
-            " FROM json_each(?) AS n JOIN outbox AS o ON o.id = n.value ->> 0 WHERE o.lease_owner = ?",
+            " FROM json_each(?) AS n JOIN leases AS l ON l.id = n.value ->> 0 JOIN outbox AS o ON o.id = l.id"
+            " WHERE l.owner = ?",
             (outcome, orjson.dumps(notes).decode(), owner))
 
     def close(self) -> None:
