@@ -90,9 +90,10 @@ class PostgresQueue(SQLQueue):
                 break
         return ids
 
-    def _insert_log(self, db, owner, outcome, notes) -> None:
+    def _insert_log(self, db, owner, outcome, batches) -> None:
         # Column arrays, as in _insert_events; the statuses in text form, since a network
         # error has none and psycopg cannot type an array of only NULLs in binary.
+        notes = [(i, note.status, note.answer, note.at_ms) for ids, note in batches for i in ids]
         ids, statuses, answers, at_ms = (list(column) for column in zip(*notes))
         db.conn.execute(
             f"INSERT INTO delivery_log ({LOG_COLUMNS}) SELECT o.transaction_id, o.message_id, o.customer_id, %s,"

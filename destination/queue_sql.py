@@ -71,8 +71,8 @@ class SQLQueue:
         repeat (see migrations._SQLITE_OUTBOX_WITHOUT_UNIQUE)."""
         raise NotImplementedError
 
-    def _insert_log(self, db, owner: str, outcome: str, notes: list[tuple]) -> None:
-        """Add a delivery-log row per (id, status, answer, at_ms) note, from the outbox rows `owner` leases."""
+    def _insert_log(self, db, owner: str, outcome: str, batches: list[tuple[list[int], DeliveryNote]]) -> None:
+        """Add a delivery-log row per id, with its batch's note, from the outbox rows `owner` leases."""
         raise NotImplementedError
 
     # -- the Queue protocol ------------------------------------------------------------------
@@ -156,13 +156,13 @@ class SQLQueue:
                                              (owner, self._ids(ids))).fetchall()]
 
     def _log(self, db, owner: str, outcome: str, batches: list[tuple[list[int], DeliveryNote | None]]) -> None:
-        """Record one delivery attempt per event, copied from its outbox row in the same transaction:
-        (id, status, answer, at) for every id of every batch with a note, in one statement."""
+        """Record one delivery attempt per event of every batch with a note, copied from its outbox
+        row in the same transaction."""
         if not self.delivery_log:
             return
-        notes = [(i, note.status, note.answer[:MAX_ANSWER], note.at_ms) for ids, note in batches if note for i in ids]
-        if notes:
-            self._insert_log(db, owner, outcome, notes)
+        noted = [(ids, dataclasses.replace(note, answer=note.answer[:MAX_ANSWER])) for ids, note in batches if note and ids]
+        if noted:
+            self._insert_log(db, owner, outcome, noted)
 
     def depth(self) -> int:
         return self._scalar("SELECT count(*) FROM outbox")

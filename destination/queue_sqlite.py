@@ -17,8 +17,6 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-import orjson
-
 from . import migrations
 from .queue_sql import LOG_COLUMNS, OUTBOX_INSERT_COLUMNS, SQLQueue
 
@@ -171,14 +169,15 @@ class SQLiteQueue(SQLQueue):
             chunk = rows[start:start + per_statement]
             db.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
 
-    def _insert_log(self, db, owner, outcome, notes) -> None:
-        # The notes travel as one JSON array of [id, status, answer, at] rows.
-        db.execute(
-            f"INSERT INTO delivery_log ({LOG_COLUMNS}) SELECT o.transaction_id, o.message_id, o.customer_id, ?,"
-            " n.value ->> 1, n.value ->> 2, o.payload, o.attempts + 1, n.value ->> 3"
-            " FROM json_each(?) AS n JOIN leases AS l ON l.id = n.value ->> 0 JOIN outbox AS o ON o.id = l.id"
-            " WHERE l.owner = ?",
-            (outcome, orjson.dumps(notes).decode(), owner))
+    def _insert_log(self, db, owner, outcome, batches) -> None:
+        # A statement per batch, its note as plain parameters and only the ids as JSON: one
+        # statement for all, its notes as JSON rows, spent a third of the log's time parsing them.
+        for ids, note in batches:
+            db.execute(
+                f"INSERT INTO delivery_log ({LOG_COLUMNS}) SELECT o.transaction_id, o.message_id, o.customer_id, ?, ?, ?,"
+                " o.payload, o.attempts + 1, ? FROM json_each(?) AS n JOIN leases AS l ON l.id = n.value"
+                " JOIN outbox AS o ON o.id = l.id WHERE l.owner = ?",
+                (outcome, note.status, note.answer, note.at_ms, self._ids(ids), owner))
 
     def close(self) -> None:
         self._closed = True
