@@ -5,7 +5,8 @@ Each run queues the events, starts one worker process (`metronome-destination wo
 Procfile runs it) and times it from start to an empty queue. With a latency, the sink holds
 each answer that long, as Metronome's round trip over the internet would; the worker's sends
 in flight (SENDS_IN_FLIGHT, 1 and the default 4) are then what sets its speed. Prints a table
-and a JSON line of medians: events/s, HTTP requests, and events per request.
+and a JSON line of medians: events/s, HTTP requests, events per request, and the worker's CPU
+time per event (from /proc; it moves less than events/s when the machine's speed drifts).
 """
 from __future__ import annotations
 
@@ -62,12 +63,24 @@ def drain(env: dict, queue, sink_url: str, count: int) -> dict:
     while queue.depth():
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
+    cpu_s = cpu_seconds(worker.pid)
     worker.terminate()
     worker.wait(30)
     stats = requests.get(sink_url + "/stats", timeout=5).json()
     if stats["events"] != count or stats["duplicates"]:
         raise SystemExit(f"the sink saw {stats}, expected {count} distinct events and no duplicates")
-    return {"events_per_s": count / elapsed, "requests": stats["requests"], "seconds": elapsed}
+    return {"events_per_s": count / elapsed, "requests": stats["requests"], "seconds": elapsed,
+            "cpu_us_per_event": cpu_s / count * 1e6 if cpu_s is not None else None}
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The process's CPU time so far (user + system, all threads), from /proc; None elsewhere.
+    It includes the worker's start-up (about 0.3 s), so it is a little high for small runs."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_run(backend: str, count: int, tmp: str, latency_ms: float = 0, in_flight: int = 4) -> dict:
@@ -109,13 +122,15 @@ def main() -> None:
         for name, backend, count, latency_ms, in_flight in cases:
             runs = [one_run(backend, count, tmp, latency_ms, in_flight) for _ in range(args.runs)]
             requests_sent = statistics.median(r["requests"] for r in runs)
+            cpu = [r["cpu_us_per_event"] for r in runs if r["cpu_us_per_event"] is not None]
             summary[name] = {"events": count, "events_per_s": round(statistics.median(r["events_per_s"] for r in runs)),
-                             "requests": round(requests_sent), "events_per_request": round(count / requests_sent, 1)}
-    print(f"{'case':28} {'events':>8} {'events/s':>10} {'requests':>9} {'events/request':>15}")
+                             "requests": round(requests_sent), "events_per_request": round(count / requests_sent, 1),
+                             "worker_cpu_us_per_event": round(statistics.median(cpu), 1) if cpu else None}
+    print(f"{'case':28} {'events':>8} {'events/s':>10} {'requests':>9} {'events/request':>15} {'worker CPU us/event':>20}")
     for name, *_ in cases:
         figures = summary[name]
         print(f"{name:28} {figures['events']:>8} {figures['events_per_s']:>10} {figures['requests']:>9} "
-              f"{figures['events_per_request']:>15}")
+              f"{figures['events_per_request']:>15} {figures['worker_cpu_us_per_event'] or '-':>20}")
     print(json.dumps(summary))
 
 
