@@ -218,3 +218,40 @@ def test_with_metronome_unreachable_one_batch_probes_and_the_pause_grows(setting
     assert queue.depth() == 500 and queue.dead_letter_count() == 0
     log = queue.search_deliveries(customer_id="cust_1", limit=1000)
     assert len(log) == 100 * (in_flight + 2) and {row["outcome"] for row in log} == {"retry"}  # only the probed batches
+
+
+def test_send_threads_are_kept_between_rounds_and_a_stuck_one_is_replaced():
+    """The worker's sends in flight run on threads that outlive a round; a thread stuck in a
+    request (past the shutdown grace, say) does not hold up the next round."""
+    import threading
+
+    from destination.worker import SendThreads
+
+    threads = SendThreads()
+    ran_on: list[tuple[int, int]] = []
+
+    def job(arg):
+        ran_on.append((arg, threading.get_ident()))
+
+    for _ in range(3):
+        threads.run(job, [1, 2, 3], then=lambda: job(0))
+    assert sorted(arg for arg, _ in ran_on) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert threads.started == 3  # made in the first round, kept for the others
+    assert threading.get_ident() not in {ident for arg, ident in ran_on if arg}
+
+    started, release = threading.Event(), threading.Event()
+
+    def stuck_job(_arg):
+        started.set()
+        release.wait(30)
+
+    stuck = threading.Thread(target=threads.run, args=(stuck_job, ["stuck"], lambda: None), daemon=True)
+    stuck.start()
+    assert started.wait(10)  # one of the three helpers is now held by a hung request
+    ran_on.clear()
+    threads.run(job, [1, 2, 3], then=lambda: job(0))
+    assert sorted(arg for arg, _ in ran_on) == [0, 1, 2, 3]
+    assert threads.started == 4  # a fourth took the stuck one's place
+    release.set()
+    stuck.join(10)
+    assert not stuck.is_alive()
