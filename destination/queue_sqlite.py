@@ -78,6 +78,11 @@ class SQLiteQueue(SQLQueue):
             # FULL makes each commit durable against power loss, which is what our 200 promises.
             self._synchronous(db, self.synchronous)
             db.execute("PRAGMA busy_timeout=30000")
+            # Debian's SQLite zeroes every deleted row, so an ack wrote each freed outbox page to
+            # the WAL and again at checkpoint (362 frames per 1,000 events, against 173). FAST
+            # still zeroes deleted rows on pages that are written anyway; a freed page keeps its
+            # bytes until it is reused, which a queue does within seconds. Worker CPU: -10%.
+            db.execute("PRAGMA secure_delete=FAST")
             db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it, outside the write lock
             self._local.db = db
             with self._lock:

@@ -46,6 +46,7 @@ def test_sqlite_runs_in_wal_mode_with_full_sync(tmp_path):
     db = queue._db()
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert db.execute("PRAGMA secure_delete").fetchone()[0] == 2  # FAST: freed pages are not rewritten
 
 
 def big_events(n, start=0):
