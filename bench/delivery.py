@@ -2,7 +2,8 @@
 
 Usage: python bench/delivery.py [--events 200000] [--runs 3] [--backends sqlite,postgres] [--latency-ms 50]
 Each run queues the events, starts one worker process (`metronome-destination worker`, as the
-Procfile runs it) and times it from start to an empty queue. With a latency, the sink holds
+Procfile runs it) and times it from start to an empty queue; SQLite runs again with the delivery log
+off (DELIVERY_LOG_DAYS=0), to show what the log costs. With a latency, the sink holds
 each answer that long, as Metronome's round trip over the internet would; the worker's sends
 in flight (SENDS_IN_FLIGHT, 1 and the default 4) are then what sets its speed. Prints a table
 and a JSON line of medians: events/s, HTTP requests, events per request, and the worker's CPU
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import orjson
@@ -36,15 +38,16 @@ from destination.queue_sqlite import SQLiteQueue  # noqa: E402
 
 def usage_event(i: int, stamp: str) -> QueuedEvent:
     """A queued row as the accept path stores it: the usage event, and the raw CDP event it came
-    from (the load generator's 1,037-byte event). A claim rewrites the whole row, raw included,
-    so a row without it claimed and acked in half the time: measured per 1,000 events, claim
-    10.5 -> 19.5 ms and delete 3.4 -> 7.7 ms with the raw event in."""
-    event = {"transaction_id": f"bench-{i:09d}", "customer_id": f"user_{i % 500}", "event_type": "llm_request",
+    from (the load generator's 1,037-byte event). The transaction_id is the event's messageId, a
+    random UUID as SDKs make them: the delivery log indexes it, and random keys land all over that
+    index. Sequential ids had flattered the worker: 35 against 56 us of CPU an event."""
+    transaction_id = str(uuid.uuid4())
+    event = {"transaction_id": transaction_id, "customer_id": f"user_{i % 500}", "event_type": "llm_request",
              "timestamp": stamp, "properties": {"model": "gpt-5", "input_tokens": str(1500 + i), "output_tokens": "320",
                                                 "cost": "0.0042", "region": "us-east-1", "cached": "false"}}
-    raw = orjson.dumps(loadgen.event(event["transaction_id"], stamp))
-    return QueuedEvent(event["transaction_id"], orjson.dumps(event), raw, "v1", int(time.time() * 1000) - 60_000,
-                       event["transaction_id"], event["customer_id"], "bench")
+    raw = orjson.dumps(loadgen.event(transaction_id, stamp))
+    return QueuedEvent(transaction_id, orjson.dumps(event), raw, "v1", int(time.time() * 1000) - 60_000,
+                       transaction_id, event["customer_id"], "bench")
 
 
 def fill(queue, count: int) -> None:
@@ -83,9 +86,9 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(backend: str, count: int, tmp: str, latency_ms: float = 0, in_flight: int = 4) -> dict:
+def one_run(backend: str, count: int, tmp: str, latency_ms: float = 0, in_flight: int = 4, env: dict | None = None) -> dict:
     process, url = sink.start(latency_ms=latency_ms)
-    sends = {"SENDS_IN_FLIGHT": str(in_flight)}
+    sends = {"SENDS_IN_FLIGHT": str(in_flight), **(env or {})}
     try:
         if backend == "sqlite":
             path = f"{tmp}/delivery-{time.monotonic_ns()}.sqlite3"
@@ -111,16 +114,20 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=50, help="the emulated Metronome round trip; 0 skips it")
     parser.add_argument("--latency-events", type=int, default=20_000)
     args = parser.parse_args()
-    # (case name, backend, events, sink latency, sends in flight): loopback first, the issue's
-    # figure; then a Metronome-like round trip with one send at a time and with the default four.
-    cases = [(backend, backend, args.events, 0, 4) for backend in args.backends.split(",")]
+    # (case name, backend, events, sink latency, sends in flight, settings): loopback first, the
+    # issue's figure, and SQLite again without the delivery log (DELIVERY_LOG_DAYS=0), whose
+    # index inserts are most of a worker's cost; then a Metronome-like round trip with one send
+    # at a time and with the default four.
+    cases = [(backend, backend, args.events, 0, 4, {}) for backend in args.backends.split(",")]
+    if "sqlite" in args.backends.split(","):
+        cases.append(("sqlite_without_log", "sqlite", args.events, 0, 4, {"DELIVERY_LOG_DAYS": "0"}))
     if args.latency_ms:
-        cases += [(f"sqlite_{args.latency_ms:g}ms_{n}_in_flight", "sqlite", args.latency_events, args.latency_ms, n)
+        cases += [(f"sqlite_{args.latency_ms:g}ms_{n}_in_flight", "sqlite", args.latency_events, args.latency_ms, n, {})
                   for n in (1, 4)]
     summary = {"benchmark": "delivery", "events": args.events, "runs": args.runs}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, backend, count, latency_ms, in_flight in cases:
-            runs = [one_run(backend, count, tmp, latency_ms, in_flight) for _ in range(args.runs)]
+        for name, backend, count, latency_ms, in_flight, env in cases:
+            runs = [one_run(backend, count, tmp, latency_ms, in_flight, env) for _ in range(args.runs)]
             requests_sent = statistics.median(r["requests"] for r in runs)
             cpu = [r["cpu_us_per_event"] for r in runs if r["cpu_us_per_event"] is not None]
             summary[name] = {"events": count, "events_per_s": round(statistics.median(r["events_per_s"] for r in runs)),
