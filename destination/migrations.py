@@ -125,6 +125,22 @@ _LEASES = """
     )
 """
 
+# The delivery log's lookups by transaction_id and messageId, on keys that are random UUIDs. A
+# B-tree on random keys takes each insert on a leaf of its own, anywhere in the index, so an ack of
+# 1,000 events wrote about as many index pages, and read them first once the index outgrew the
+# cache: the log cost a worker 36 us of CPU an event, more than everything else together. Keyed
+# first by the block of LOG_BLOCK_ROWS ids a row falls in, every insert lands in the newest
+# block's few hundred pages, which stay cached and take many inserts per ack. A search probes
+# each block (queue_sql.search_deliveries): one probe per 10,000 rows of log kept.
+LOG_BLOCK_ROWS = 10_000  # never change it: the index is built on this number
+_LOG_LOOKUPS_BY_BLOCK = f"""
+    DROP INDEX delivery_log_transaction;
+    DROP INDEX delivery_log_message;
+    CREATE INDEX delivery_log_transaction ON delivery_log ((id / {LOG_BLOCK_ROWS}), transaction_id);
+    CREATE INDEX delivery_log_message ON delivery_log ((id / {LOG_BLOCK_ROWS}), message_id)
+        WHERE message_id <> transaction_id
+"""
+
 SQLITE = [
     _SQLITE_OUTBOX.format(name="outbox", unique=" UNIQUE", later_columns="") + """;
     CREATE INDEX outbox_ready ON outbox (available_at_ms, id);
@@ -140,6 +156,7 @@ SQLITE = [
     _LEANER_DELIVERY_LOG,
     _SQLITE_OUTBOX_WITHOUT_UNIQUE,
     _LEASES.format(leased_id="INTEGER", int="INTEGER"),
+    _LOG_LOOKUPS_BY_BLOCK,
 ]
 
 POSTGRES = [
@@ -167,6 +184,7 @@ POSTGRES = [
     _LEANER_DELIVERY_LOG,
     "ALTER TABLE outbox DROP CONSTRAINT outbox_transaction_id_key",  # see _SQLITE_OUTBOX_WITHOUT_UNIQUE
     _LEASES.format(leased_id="BIGINT", int="BIGINT"),
+    _LOG_LOOKUPS_BY_BLOCK,
 ]
 
 STEPS = {"sqlite": SQLITE, "postgres": POSTGRES}

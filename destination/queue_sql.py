@@ -11,6 +11,7 @@ import uuid
 from contextlib import AbstractContextManager
 
 from .group_commit import GroupCommit
+from .migrations import LOG_BLOCK_ROWS
 from .queue import Claim, ClaimedEvent, DeadLetter, DeliveryNote, QueuedEvent
 
 DEAD_LETTER_COLUMNS = (
@@ -209,15 +210,28 @@ class SQLQueue:
 
     def search_deliveries(self, *, transaction_id=None, message_id=None, customer_id=None, limit=100) -> list[dict]:
         """Delivery attempts for one transaction_id, messageId or customer, newest first."""
-        clause, params = _where([("transaction_id", "=", transaction_id), ("customer_id", "=", customer_id)])
-        if message_id is not None:
-            # Two index lookups (see migrations._LEANER_DELIVERY_LOG): rows whose messageId differs
-            # from their transaction_id, and rows where the two are the same.
-            clause += (" AND" if clause else " WHERE") + (
-                " ((message_id = ? AND message_id <> transaction_id) OR (transaction_id = ? AND message_id = ?))")
-            params += [message_id, message_id, message_id]
+        clause, params = _where([("customer_id", "=", customer_id)])
+        if transaction_id is not None or message_id is not None:
+            # The id lookups are indexed per block of ids (migrations._LOG_LOOKUPS_BY_BLOCK): probe each.
+            blocks = self._ids(self._log_blocks())
+            in_block = f"id / {LOG_BLOCK_ROWS} {self.ids_sql}"
+            found = []
+            if transaction_id is not None:
+                found.append((f"{in_block} AND transaction_id = ?", [blocks, transaction_id]))
+            if message_id is not None:
+                # Rows whose messageId differs from their transaction_id, and rows where the two are the same.
+                found.append((f"(({in_block} AND message_id = ? AND message_id <> transaction_id)"
+                              f" OR ({in_block} AND transaction_id = ? AND message_id = ?))",
+                              [blocks, message_id, blocks, message_id, message_id]))
+            for condition, values in found:
+                clause += f"{' AND' if clause else ' WHERE'} {condition}"
+                params += values
         return self._dicts(f"SELECT id, {LOG_COLUMNS} FROM delivery_log{clause} ORDER BY id DESC LIMIT ?",
                            (*params, limit))
+
+    def _log_blocks(self) -> list[int]:
+        low, high = self._row("SELECT min(id), max(id) FROM delivery_log")
+        return list(range(low // LOG_BLOCK_ROWS, high // LOG_BLOCK_ROWS + 1)) if low is not None else []
 
     def prune_delivery_log(self, before_ms: int) -> int:
         """Delete attempts older than `before_ms`. Ids grow with time, so everything below the first
@@ -274,9 +288,12 @@ class SQLQueue:
 
     # -- helpers -------------------------------------------------------------------------------
     def _scalar(self, sql: str, params: tuple = ()):
-        with self._read() as db:
-            row = db.execute(sql, params).fetchone()
+        row = self._row(sql, params)
         return row[0] if row else None
+
+    def _row(self, sql: str, params: tuple = ()):
+        with self._read() as db:
+            return db.execute(sql, params).fetchone()
 
     def _dicts(self, sql: str, params: tuple = ()) -> list[dict]:
         with self._read() as db:

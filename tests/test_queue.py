@@ -485,3 +485,25 @@ def test_a_claim_writes_its_leases_and_leaves_the_outbox_rows_alone(tmp_path):
 def _leases(queue) -> list[tuple]:
     with queue._read() as db:
         return [tuple(row) for row in db.execute("SELECT id, owner FROM leases ORDER BY id").fetchall()]
+
+
+def test_the_log_finds_attempts_in_every_block_of_ids(open_store, backend):
+    """Lookups by transaction_id and messageId are indexed per block of LOG_BLOCK_ROWS log ids, so
+    random ids land in the newest block's pages; a search probes every block, old and new."""
+    queue = open_store()
+    queue.enqueue(events(2), [], now_ms=0)
+    first = queue.claim(2, 1000, now_ms=0)
+    queue.retry_later(first.owner, [first.events[0].id], 0, "503", note=DeliveryNote(1, 503, "busy"))
+    queue.retry_later(first.owner, [first.events[1].id], 0, "503", note=DeliveryNote(1, 503, "busy"))
+    next_id = 2 * migrations.LOG_BLOCK_ROWS + 5  # the log's next rows go two blocks further on
+    with queue._write() as db:
+        if backend == "sqlite":
+            db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'delivery_log'", (next_id - 1,))
+        else:
+            db.execute(f"ALTER TABLE delivery_log ALTER COLUMN id RESTART WITH {next_id}")
+    again = queue.claim(2, 1000, now_ms=0)
+    queue.ack_many(again.owner, [([e.id for e in again.events], DeliveryNote(2, 200, "ok"))])
+    for found in (queue.search_deliveries(transaction_id="t1"), queue.search_deliveries(message_id="m1")):
+        assert [(row["id"] // migrations.LOG_BLOCK_ROWS, row["outcome"], row["status"]) for row in found] == [
+            (2, "delivered", 200), (0, "retry", 503)]
+    assert queue.search_deliveries(transaction_id="t9") == []
