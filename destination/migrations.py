@@ -141,6 +141,14 @@ _LOG_LOOKUPS_BY_BLOCK = f"""
         WHERE message_id <> transaction_id
 """
 
+# The lookup by customer, per block too. Keyed by customer first, every insert landed at the end of
+# its customer's range: as many pages per ack as customers in it (80 WAL frames of 276 per 1,000
+# events with 500 customers). A search walks the blocks newest first and stops at its limit.
+_CUSTOMER_LOOKUP_BY_BLOCK = f"""
+    DROP INDEX delivery_log_customer;
+    CREATE INDEX delivery_log_customer ON delivery_log ((id / {LOG_BLOCK_ROWS}), customer_id)
+"""
+
 SQLITE = [
     _SQLITE_OUTBOX.format(name="outbox", unique=" UNIQUE", later_columns="") + """;
     CREATE INDEX outbox_ready ON outbox (available_at_ms, id);
@@ -157,6 +165,7 @@ SQLITE = [
     _SQLITE_OUTBOX_WITHOUT_UNIQUE,
     _LEASES.format(leased_id="INTEGER", int="INTEGER"),
     _LOG_LOOKUPS_BY_BLOCK,
+    _CUSTOMER_LOOKUP_BY_BLOCK,
 ]
 
 POSTGRES = [
@@ -185,6 +194,7 @@ POSTGRES = [
     "ALTER TABLE outbox DROP CONSTRAINT outbox_transaction_id_key",  # see _SQLITE_OUTBOX_WITHOUT_UNIQUE
     _LEASES.format(leased_id="BIGINT", int="BIGINT"),
     _LOG_LOOKUPS_BY_BLOCK,
+    _CUSTOMER_LOOKUP_BY_BLOCK,
 ]
 
 STEPS = {"sqlite": SQLITE, "postgres": POSTGRES}

@@ -507,3 +507,26 @@ def test_the_log_finds_attempts_in_every_block_of_ids(open_store, backend):
         assert [(row["id"] // migrations.LOG_BLOCK_ROWS, row["outcome"], row["status"]) for row in found] == [
             (2, "delivered", 200), (0, "retry", 503)]
     assert queue.search_deliveries(transaction_id="t9") == []
+
+
+def test_a_customer_search_walks_the_blocks_newest_first_and_stops_at_its_limit(open_store, backend, monkeypatch):
+    from destination import queue_sql
+
+    monkeypatch.setattr(queue_sql, "BLOCKS_PER_PROBE", 1)  # one block a probe, so the walk shows
+    queue = open_store()
+    queue.enqueue(events(4), [], now_ms=0)  # customers c0, c1, c0, c1
+    first = queue.claim(4, 1000, now_ms=0)
+    queue.retry_later(first.owner, [e.id for e in first.events], 0, "503", note=DeliveryNote(1, 503, "busy"))
+    with queue._write() as db:  # the next attempts are logged two blocks further on
+        next_id = 2 * migrations.LOG_BLOCK_ROWS + 5
+        if backend == "sqlite":
+            db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'delivery_log'", (next_id - 1,))
+        else:
+            db.execute(f"ALTER TABLE delivery_log ALTER COLUMN id RESTART WITH {next_id}")
+    again = queue.claim(4, 1000, now_ms=0)
+    queue.ack_many(again.owner, [([e.id for e in again.events], DeliveryNote(2, 200, "ok"))])
+    found = queue.search_deliveries(customer_id="c0", limit=10)
+    assert [(row["transaction_id"], row["status"]) for row in found] == [("t2", 200), ("t0", 200), ("t2", 503), ("t0", 503)]
+    assert [row["status"] for row in queue.search_deliveries(customer_id="c0", limit=3)] == [200, 200, 503]
+    assert [row["status"] for row in queue.search_deliveries(customer_id="c1", limit=2)] == [200, 200]
+    assert queue.search_deliveries(customer_id="nobody") == []
