@@ -106,7 +106,8 @@ SETTINGS = [
     Setting("connect_timeout_seconds", "CONNECT_TIMEOUT_SECONDS", _number_range(float, 0.1, 120), "5", "Metronome connect timeout."),
     Setting("read_timeout_seconds", "READ_TIMEOUT_SECONDS", _number_range(float, 0.1, 600), "30", "Metronome read timeout."),
     Setting("gzip_level", "GZIP_LEVEL", _number_range(int, 0, 9), "1", "gzip level for Metronome requests (0 sends plain JSON)."),
-    Setting("delivery_log_days", "DELIVERY_LOG_DAYS", _number_range(float, 0, 3650), "7", "Keep each delivery attempt (payload and Metronome's answer) this many days; 0 keeps none."),
+    Setting("delivery_log_days", "DELIVERY_LOG_DAYS", _number_range(float, 0, 3650), "7", "Keep each delivery attempt (payload and Metronome's answer) this many days; 0 keeps none."
+            " The log is about a third of a worker's CPU (`bench/delivery.py`)."),
     Setting("admin_tokens", "ADMIN_TOKENS", _labelled_secrets, "", "Bearer tokens for /admin as label:token, comma-separated (several allow rotation).", secret=True),
     Setting("ready_max_pending_age_seconds", "READY_MAX_PENDING_AGE_SECONDS", _number_range(float, 1, 30 * 86400), "900", "/readyz fails when the oldest queued event is older than this (delivery stalled)."),
     Setting("web_concurrency", "WEB_CONCURRENCY", _number_range(int, 1, 64), "2", "gunicorn worker processes."),
