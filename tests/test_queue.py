@@ -293,42 +293,19 @@ def test_migrations_are_versioned_and_applied_once(open_store, backend):
 
 def test_a_database_at_version_1_is_upgraded_in_place(tmp_path):
     """A store created by the first release keeps its rows and gains the delivery log."""
-    import sqlite3
-
-    path = tmp_path / "v1.sqlite3"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
-    for statement in filter(str.strip, migrations.SQLITE[0].split(";")):
-        db.execute(statement)
-    db.execute("INSERT INTO schema_migrations VALUES (1)")
-    db.execute("INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms,"
-               " available_at_ms) VALUES ('old', x'7b7d', x'7b7d', 'v1', 1, 1, 1)")
-    db.close()
-    queue = SQLiteQueue(path)
-    assert queue.schema_version() == migrations.latest("sqlite")
+    queue = _upgraded_from(tmp_path, 1, ("INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms,"
+                                         " received_at_ms, available_at_ms) VALUES ('old', x'7b7d', x'7b7d', 'v1', 1, 1, 1)", ()))
     assert [e.transaction_id for e in queue.claim(10, 1000, 5).events] == ["old"]
 
 
 def test_a_database_at_version_4_keeps_its_rows_ids_and_id_sequence(tmp_path):
     """Step 5 rebuilds SQLite's outbox without the unique index: rows and the id sequence carry
     over, so an id is never handed out twice."""
-    import sqlite3
-
-    path = tmp_path / "v4.sqlite3"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
-    for version, script in enumerate(migrations.SQLITE[:4], start=1):
-        for statement in filter(str.strip, script.split(";")):
-            db.execute(statement)
-        db.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
-    for transaction_id in ("a", "b", "c"):
-        db.execute("INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms,"
-                   " available_at_ms, lease_owner, message_id, customer_id, source)"
-                   " VALUES (?, x'7b7d', x'7b7d', 'v1', 1, 1, 1, 'w1', 'm', 'c', 's')", (transaction_id,))
-    db.execute("DELETE FROM outbox WHERE transaction_id = 'c'")  # the sequence stays at 3
-    db.close()
-    queue = SQLiteQueue(path)
-    assert queue.schema_version() == migrations.latest("sqlite")
+    insert = ("INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms,"
+              " available_at_ms, lease_owner, message_id, customer_id, source)"
+              " VALUES (?, x'7b7d', x'7b7d', 'v1', 1, 1, 1, 'w1', 'm', 'c', 's')")
+    queue = _upgraded_from(tmp_path, 4, *[(insert, (transaction_id,)) for transaction_id in "abc"],
+                           ("DELETE FROM outbox WHERE transaction_id = 'c'", ()))  # the sequence stays at 3
     with queue._read() as db:  # every column carried over, the old lease owner too
         assert db.execute("SELECT id, transaction_id, lease_owner, source FROM outbox").fetchall() == [
             (1, "a", "w1", "s"), (2, "b", "w1", "s")]
@@ -341,20 +318,9 @@ def test_rows_a_worker_held_before_leases_had_their_own_table_come_back_when_tha
     """Step 6 moves leases to their own table and copies none: a row held under the old layout
     (lease_owner set, available_at_ms at the lease's end) is claimed again once that time passes,
     as an expired lease is, with the same transaction_id."""
-    import sqlite3
-
-    path = tmp_path / "v5.sqlite3"
-    db = sqlite3.connect(path, isolation_level=None)
-    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
-    for version, script in enumerate(migrations.SQLITE[:5], start=1):
-        for statement in filter(str.strip, script.split(";")):
-            db.execute(statement)
-        db.execute("INSERT INTO schema_migrations VALUES (?)", (version,))
-    db.execute("INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms,"
-               " available_at_ms, lease_owner) VALUES ('held', x'7b7d', x'7b7d', 'v1', 1, 1, 10000, 'old-worker')")
-    db.close()
-    queue = SQLiteQueue(path)
-    assert queue.schema_version() == migrations.latest("sqlite")
+    queue = _upgraded_from(tmp_path, 5, (
+        "INSERT INTO outbox (transaction_id, payload, raw, mapping_version, timestamp_ms, received_at_ms, available_at_ms,"
+        " lease_owner) VALUES ('held', x'7b7d', x'7b7d', 'v1', 1, 1, 10000, 'old-worker')", ()))
     assert queue.claim(10, 1000, now_ms=9999).events == []  # the old lease still runs
     claim = queue.claim(10, 1000, now_ms=10000)
     assert [e.transaction_id for e in claim.events] == ["held"]
@@ -495,12 +461,7 @@ def test_the_log_finds_attempts_in_every_block_of_ids(open_store, backend):
     first = queue.claim(2, 1000, now_ms=0)
     queue.retry_later(first.owner, [first.events[0].id], 0, "503", note=DeliveryNote(1, 503, "busy"))
     queue.retry_later(first.owner, [first.events[1].id], 0, "503", note=DeliveryNote(1, 503, "busy"))
-    next_id = 2 * migrations.LOG_BLOCK_ROWS + 5  # the log's next rows go two blocks further on
-    with queue._write() as db:
-        if backend == "sqlite":
-            db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'delivery_log'", (next_id - 1,))
-        else:
-            db.execute(f"ALTER TABLE delivery_log ALTER COLUMN id RESTART WITH {next_id}")
+    _skip_log_ids(queue, backend, to=2 * migrations.LOG_BLOCK_ROWS + 5)  # two blocks further on
     again = queue.claim(2, 1000, now_ms=0)
     queue.ack_many(again.owner, [([e.id for e in again.events], DeliveryNote(2, 200, "ok"))])
     for found in (queue.search_deliveries(transaction_id="t1"), queue.search_deliveries(message_id="m1")):
@@ -517,12 +478,7 @@ def test_a_customer_search_walks_the_blocks_newest_first_and_stops_at_its_limit(
     queue.enqueue(events(4), [], now_ms=0)  # customers c0, c1, c0, c1
     first = queue.claim(4, 1000, now_ms=0)
     queue.retry_later(first.owner, [e.id for e in first.events], 0, "503", note=DeliveryNote(1, 503, "busy"))
-    with queue._write() as db:  # the next attempts are logged two blocks further on
-        next_id = 2 * migrations.LOG_BLOCK_ROWS + 5
-        if backend == "sqlite":
-            db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'delivery_log'", (next_id - 1,))
-        else:
-            db.execute(f"ALTER TABLE delivery_log ALTER COLUMN id RESTART WITH {next_id}")
+    _skip_log_ids(queue, backend, to=2 * migrations.LOG_BLOCK_ROWS + 5)  # two blocks further on
     again = queue.claim(4, 1000, now_ms=0)
     queue.ack_many(again.owner, [([e.id for e in again.events], DeliveryNote(2, 200, "ok"))])
     found = queue.search_deliveries(customer_id="c0", limit=10)
@@ -530,3 +486,30 @@ def test_a_customer_search_walks_the_blocks_newest_first_and_stops_at_its_limit(
     assert [row["status"] for row in queue.search_deliveries(customer_id="c0", limit=3)] == [200, 200, 503]
     assert [row["status"] for row in queue.search_deliveries(customer_id="c1", limit=2)] == [200, 200]
     assert queue.search_deliveries(customer_id="nobody") == []
+
+
+def _upgraded_from(tmp_path, version: int, *statements: tuple) -> SQLiteQueue:
+    """A SQLite store as the first `version` migration steps left it, with (sql, params)
+    statements run in it, then opened, and so upgraded, by today's code."""
+    path = tmp_path / f"v{version}.sqlite3"
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+    for step, script in enumerate(migrations.SQLITE[:version], start=1):
+        for statement in filter(str.strip, script.split(";")):
+            db.execute(statement)
+        db.execute("INSERT INTO schema_migrations VALUES (?)", (step,))
+    for sql, params in statements:
+        db.execute(sql, params)
+    db.close()
+    queue = SQLiteQueue(path)
+    assert queue.schema_version() == migrations.latest("sqlite")
+    return queue
+
+
+def _skip_log_ids(queue, backend: str, to: int) -> None:
+    """The delivery log's next row gets id `to`."""
+    with queue._write() as db:
+        if backend == "sqlite":
+            db.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'delivery_log'", (to - 1,))
+        else:
+            db.execute(f"ALTER TABLE delivery_log ALTER COLUMN id RESTART WITH {to}")
