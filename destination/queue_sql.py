@@ -114,8 +114,9 @@ class SQLQueue:
         return Claim(owner, [ClaimedEvent(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows])
 
     def ack_many(self, owner: str, batches: list[tuple[list[int], DeliveryNote | None]]) -> list[int]:
-        """Several delivered batches in one transaction of three statements, however many batches:
-        on Postgres each statement is a round trip. Returns how many rows each batch removed."""
+        """Several delivered batches in one transaction: log them, end the leases, remove the rows
+        still held. On Postgres that is three statements (round trips) however many batches.
+        Returns how many rows each batch removed."""
         with self._write(durable=False) as db:
             self._log(db, owner, "delivered", batches)
             gone = self._end_leases(db, owner, [i for ids, _ in batches for i in ids])
