@@ -148,6 +148,7 @@ class SQLQueue:
 
     def _lease(self, db, owner: str, until_ms: int, now_ms: int, limit: int) -> list[int]:
         """Lease up to `limit` ready rows to `owner`; return their ids."""
+        # `WHERE true`: SQLite reads an INSERT ... SELECT ... ON CONFLICT as a join's ON without it.
         return [row[0] for row in db.execute(
             f"INSERT INTO leases (id, owner, until_ms) SELECT id, ?, ? FROM ({READY_UNLEASED}) AS ready"
             f" WHERE true{LEASE_CONFLICT}", (owner, until_ms, now_ms, now_ms, limit, now_ms)).fetchall()]
@@ -214,22 +215,20 @@ class SQLQueue:
         """Delivery attempts for one transaction_id, messageId or customer, newest first."""
         if transaction_id is None and message_id is None and customer_id is not None:
             return self._newest_for_customer(customer_id, limit)
-        clause, params = _where([("customer_id", "=", customer_id)])
+        filters = [("customer_id = ?", [customer_id])] if customer_id is not None else []
         if transaction_id is not None or message_id is not None:
             # The id lookups are indexed per block of ids (migrations._LOG_LOOKUPS_BY_BLOCK): probe each.
             blocks = self._ids(self._log_blocks())
             in_block = f"id / {LOG_BLOCK_ROWS} {self.ids_sql}"
-            found = []
             if transaction_id is not None:
-                found.append((f"{in_block} AND transaction_id = ?", [blocks, transaction_id]))
+                filters.append((f"{in_block} AND transaction_id = ?", [blocks, transaction_id]))
             if message_id is not None:
                 # Rows whose messageId differs from their transaction_id, and rows where the two are the same.
-                found.append((f"(({in_block} AND message_id = ? AND message_id <> transaction_id)"
-                              f" OR ({in_block} AND transaction_id = ? AND message_id = ?))",
-                              [blocks, message_id, blocks, message_id, message_id]))
-            for condition, values in found:
-                clause += f"{' AND' if clause else ' WHERE'} {condition}"
-                params += values
+                filters.append((f"(({in_block} AND message_id = ? AND message_id <> transaction_id)"
+                                f" OR ({in_block} AND transaction_id = ? AND message_id = ?))",
+                                [blocks, message_id, blocks, message_id, message_id]))
+        clause = " WHERE " + " AND ".join(sql for sql, _ in filters) if filters else ""
+        params = [value for _, values in filters for value in values]
         return self._dicts(f"SELECT id, {LOG_COLUMNS} FROM delivery_log{clause} ORDER BY id DESC LIMIT ?",
                            (*params, limit))
 

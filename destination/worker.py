@@ -54,7 +54,7 @@ class Worker:
         self.current: Claim | None = None  # the claim being worked through, for release at shutdown
         self._acks: list[tuple[list[ClaimedEvent], DeliveryNote]] = []  # delivered, not yet acked
         self._ack_lock = threading.Lock()  # release_claim may run on another thread at shutdown
-        self._send_threads: SendThreads | None = None  # made on first use, in the process that delivers
+        self._send_threads = SendThreads()  # starts its threads on first use, in the process that delivers
         # Failures in a row, whatever the batch: during an outage each probe takes a fresh batch
         # (attempt 0), so the pause must grow with this count or the worker would probe every second.
         self._failures = 0
@@ -146,8 +146,6 @@ class Worker:
             except BaseException as exc:  # raised again below, on the worker's own thread
                 results[index] = exc
 
-        if self._send_threads is None:
-            self._send_threads = SendThreads()
         self._send_threads.run(send, range(1, len(wave)), then=lambda: send(0))
         for result in results:
             if isinstance(result, BaseException):
