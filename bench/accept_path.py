@@ -3,7 +3,8 @@ a minimal relay under the same gunicorn settings and the same load generator in 
 
 Usage: python bench/accept_path.py [--seconds 5] [--runs 3]
 Postgres comes from DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test); the bench
-works in a schema of its own and drops it. Prints a table and a JSON line of medians.
+works in a schema of its own and drops it. Prints a table and a JSON line of medians, with the
+CPU time the gunicorn processes spent per event (Postgres's own processes are not counted).
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def server(command: list[str], env: dict, port: int, cwd: Path = ROOT, log: Path
                                    stdout=output, stderr=subprocess.STDOUT)
     try:
         loadgen.wait_listening(port, "/healthz")
-        yield
+        yield process.pid
     finally:
         process.terminate()
         process.wait(30)
@@ -73,6 +74,22 @@ def app_env(store: dict) -> dict:
             "METRONOME_BASE_URL": "http://127.0.0.1:9", "HOST": "127.0.0.1", "DATABASE_URL": "", **store}
 
 
+def measured_run(pid: int, port: int, path: str, per_request: int, seconds: float) -> dict:
+    """One load-generator run, plus the CPU time the server (gunicorn master and workers) spent
+    per event: the figure that says why a share of the relay is what it is, since the relay and
+    the load generator share the same two cores."""
+    before = loadgen.cpu_seconds(pid, children=True)
+    result = loadgen.run(port, path, per_request, seconds, threads=4 if per_request > 1 else 8)
+    after = loadgen.cpu_seconds(pid, children=True)
+    known = before is not None and after is not None and result["events"]
+    return {**result, "server_cpu_us_per_event": (after - before) / result["events"] * 1e6 if known else None}
+
+
+def _median_cpu(runs: list[dict]) -> float | None:
+    figures = [r["server_cpu_us_per_event"] for r in runs if r["server_cpu_us_per_event"] is not None]
+    return round(statistics.median(figures), 1) if figures else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5)
@@ -90,13 +107,14 @@ def main() -> None:
         # compared with the relay run just before it, not with one from minutes earlier.
         ports = {"relay": free_port(), "sqlite": free_port(), "postgres": free_port()}
         logs = {name: Path(tmp) / f"{name}.log" for name in ports}
-        stack.enter_context(server(relay_command, {}, ports["relay"], log=logs["relay"]))
-        stack.enter_context(server(app_command, app_env({"SQLITE_PATH": f"{tmp}/bench.sqlite3"}), ports["sqlite"],
-                                   log=logs["sqlite"]))
+        pids = {"relay": stack.enter_context(server(relay_command, {}, ports["relay"], log=logs["relay"])),
+                "sqlite": stack.enter_context(server(app_command, app_env({"SQLITE_PATH": f"{tmp}/bench.sqlite3"}),
+                                                     ports["sqlite"], log=logs["sqlite"]))}
         url = stack.enter_context(postgres_schema())
         subprocess.run([sys.executable, "-m", "destination", "migrate"], cwd=ROOT, check=True, capture_output=True,
                        env={**os.environ, **app_env({"DATABASE_URL": url})})
-        stack.enter_context(server(app_command, app_env({"DATABASE_URL": url}), ports["postgres"], log=logs["postgres"]))
+        pids["postgres"] = stack.enter_context(server(app_command, app_env({"DATABASE_URL": url}), ports["postgres"],
+                                                      log=logs["postgres"]))
         cases = [(f"{name}_{shape}", ports[name], path, per_request)
                  for shape, path, per_request in (("batch100", "/v1/batch", 100), ("single", "/v1/track", 1))
                  for name in ("relay", "sqlite", "postgres")]
@@ -105,13 +123,14 @@ def main() -> None:
         runs: dict = {case: [] for case, *_ in cases}
         for _ in range(args.runs):
             for case, port, path, per_request in cases:
-                result = loadgen.run(port, path, per_request, args.seconds, threads=4 if per_request > 1 else 8)
+                result = measured_run(pids[case.split("_")[0]], port, path, per_request, args.seconds)
                 refused = {status: n for status, n in result["statuses"].items() if status != 200}
                 if refused or not result["statuses"]:
                     raise SystemExit(f"{case}: answers other than 200: {refused}\n"
                                      f"the server's last lines:\n{_tail(logs[case.split('_')[0]])}")
                 runs[case].append(result)
-    results = {case: loadgen.medians(case_runs) for case, case_runs in runs.items()}
+    results = {case: {**loadgen.medians(case_runs), "server_cpu_us_per_event": _median_cpu(case_runs)}
+               for case, case_runs in runs.items()}
 
     def share(case: str, relay: str) -> float:
         """The median over runs of (our run / the relay run just before it)."""
@@ -123,10 +142,10 @@ def main() -> None:
                "postgres_batch_vs_relay": share("postgres_batch100", "relay_batch100"),
                "sqlite_single_vs_relay": share("sqlite_single", "relay_single"),
                "postgres_single_vs_relay": share("postgres_single", "relay_single")}
-    print(f"{'case':20} {'events/s':>10} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8}")
+    print(f"{'case':20} {'events/s':>10} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/event':>20}")
     for case, figures in results.items():
         print(f"{case:20} {figures['events_per_s']:>10.0f} {figures['requests_per_s']:>11.0f} "
-              f"{figures['p50_ms']:>8.1f} {figures['p99_ms']:>8.1f}")
+              f"{figures['p50_ms']:>8.1f} {figures['p99_ms']:>8.1f} {figures['server_cpu_us_per_event'] or '-':>20}")
     print(f"accept path as a share of the relay run just before it (median of runs): 100-event batches, SQLite "
           f"{summary['sqlite_batch_vs_relay']:.0%}, Postgres {summary['postgres_batch_vs_relay']:.0%}; single events, "
           f"SQLite {summary['sqlite_single_vs_relay']:.0%}, Postgres {summary['postgres_single_vs_relay']:.0%}")

@@ -67,7 +67,7 @@ def drain(env: dict, queue, sink_url: str, count: int) -> dict:
     while queue.depth():
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
-    cpu_s = cpu_seconds(worker.pid)
+    cpu_s = loadgen.cpu_seconds(worker.pid)  # with start-up (~0.3 s): a little high for small runs
     worker.terminate()
     worker.wait(30)
     stats = requests.get(sink_url + "/stats", timeout=5).json()
@@ -75,16 +75,6 @@ def drain(env: dict, queue, sink_url: str, count: int) -> dict:
         raise SystemExit(f"the sink saw {stats}, expected {count} distinct events and no duplicates")
     return {"events_per_s": count / elapsed, "requests": stats["requests"], "seconds": elapsed,
             "cpu_us_per_event": cpu_s / count * 1e6 if cpu_s is not None else None}
-
-
-def cpu_seconds(pid: int) -> float | None:
-    """The process's CPU time so far (user + system, all threads), from /proc; None elsewhere.
-    It includes the worker's start-up (about 0.3 s), so it is a little high for small runs."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_run(backend: str, count: int, tmp: str, latency_ms: float = 0, in_flight: int = 4, env: dict | None = None) -> dict:
