@@ -64,17 +64,26 @@ def drain(env: dict, queue, sink_url: str, count: int) -> dict:
                                    "METRONOME_API_TOKEN": sink.TOKEN, "LOG_LEVEL": "WARNING", "POLL_INTERVAL_SECONDS": "0.05"},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     started = time.perf_counter()
-    while queue.depth():
+    # Ask the sink first: counting the queue scans its table. On Postgres, a count every 50 ms
+    # was half of what the database server did while the worker drained 400,000 events (perf:
+    # Postgres was 71% of the box's CPU, 39% without them), and the rate was 19,200 against 26,500.
+    while _sink_stats(sink_url)["events"] < count:
+        time.sleep(0.05)
+    while queue.depth():  # then the acks: drained means delivered and gone from the queue
         time.sleep(0.05)
     elapsed = time.perf_counter() - started
     cpu_s = loadgen.cpu_seconds(worker.pid)  # with start-up (~0.3 s): a little high for small runs
     worker.terminate()
     worker.wait(30)
-    stats = requests.get(sink_url + "/stats", timeout=5).json()
+    stats = _sink_stats(sink_url)
     if stats["events"] != count or stats["duplicates"]:
         raise SystemExit(f"the sink saw {stats}, expected {count} distinct events and no duplicates")
     return {"events_per_s": count / elapsed, "requests": stats["requests"], "seconds": elapsed,
             "cpu_us_per_event": cpu_s / count * 1e6 if cpu_s is not None else None}
+
+
+def _sink_stats(sink_url: str) -> dict:
+    return requests.get(sink_url + "/stats", timeout=5).json()
 
 
 def one_run(backend: str, count: int, tmp: str, latency_ms: float = 0, in_flight: int = 4, env: dict | None = None) -> dict:
