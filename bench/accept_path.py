@@ -5,6 +5,8 @@ Usage: python bench/accept_path.py [--seconds 5] [--runs 3]
 Postgres comes from DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/test); the bench
 works in a schema of its own and drops it. Prints a table and a JSON line of medians, with the
 CPU time the gunicorn processes spent per event (Postgres's own processes are not counted).
+Batches also go to the app with a store that does nothing (nostore_app.py): the ceiling of our
+Python work, so the store's part of the gap to the relay is a figure.
 """
 from __future__ import annotations
 
@@ -101,15 +103,18 @@ def main() -> None:
     # a listening socket per process.
     relay_command = gunicorn + ["-w", "2", "-k", "gthread", "--threads", "8", "--keep-alive", "5", "--reuse-port",
                                 "--chdir", str(ROOT / "bench"), "minimal_relay:app"]
+    nostore_command = app_command[:-1] + ["--pythonpath", str(ROOT / "bench"), "nostore_app:app"]
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        # All three servers stay up (idle ones cost nothing) and the runs take turns: the
+        # All the servers stay up (idle ones cost nothing) and the runs take turns: the
         # machine's speed drifts by a fifth or more within minutes, so each of our runs is
         # compared with the relay run just before it, not with one from minutes earlier.
-        ports = {"relay": free_port(), "sqlite": free_port(), "postgres": free_port()}
+        ports = {"relay": free_port(), "sqlite": free_port(), "postgres": free_port(), "nostore": free_port()}
         logs = {name: Path(tmp) / f"{name}.log" for name in ports}
         pids = {"relay": stack.enter_context(server(relay_command, {}, ports["relay"], log=logs["relay"])),
                 "sqlite": stack.enter_context(server(app_command, app_env({"SQLITE_PATH": f"{tmp}/bench.sqlite3"}),
-                                                     ports["sqlite"], log=logs["sqlite"]))}
+                                                     ports["sqlite"], log=logs["sqlite"])),
+                "nostore": stack.enter_context(server(nostore_command, app_env({"SQLITE_PATH": f"{tmp}/nostore.sqlite3"}),
+                                                      ports["nostore"], log=logs["nostore"]))}
         url = stack.enter_context(postgres_schema())
         subprocess.run([sys.executable, "-m", "destination", "migrate"], cwd=ROOT, check=True, capture_output=True,
                        env={**os.environ, **app_env({"DATABASE_URL": url})})
@@ -118,6 +123,7 @@ def main() -> None:
         cases = [(f"{name}_{shape}", ports[name], path, per_request)
                  for shape, path, per_request in (("batch100", "/v1/batch", 100), ("single", "/v1/track", 1))
                  for name in ("relay", "sqlite", "postgres")]
+        cases.insert(3, ("nostore_batch100", ports["nostore"], "/v1/batch", 100))  # batches only: the ceiling
         for _, port, path, per_request in cases:
             loadgen.run(port, path, per_request, 1.0)  # warm-up
         runs: dict = {case: [] for case, *_ in cases}
@@ -140,6 +146,7 @@ def main() -> None:
     summary = {"benchmark": "accept_path", "seconds": args.seconds, "runs": args.runs, **results,
                "sqlite_batch_vs_relay": share("sqlite_batch100", "relay_batch100"),
                "postgres_batch_vs_relay": share("postgres_batch100", "relay_batch100"),
+               "nostore_batch_vs_relay": share("nostore_batch100", "relay_batch100"),
                "sqlite_single_vs_relay": share("sqlite_single", "relay_single"),
                "postgres_single_vs_relay": share("postgres_single", "relay_single")}
     print(f"{'case':20} {'events/s':>10} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/event':>20}")
@@ -148,7 +155,8 @@ def main() -> None:
               f"{figures['p50_ms']:>8.1f} {figures['p99_ms']:>8.1f} {figures['server_cpu_us_per_event'] or '-':>20}")
     print(f"accept path as a share of the relay run just before it (median of runs): 100-event batches, SQLite "
           f"{summary['sqlite_batch_vs_relay']:.0%}, Postgres {summary['postgres_batch_vs_relay']:.0%}; single events, "
-          f"SQLite {summary['sqlite_single_vs_relay']:.0%}, Postgres {summary['postgres_single_vs_relay']:.0%}")
+          f"SQLite {summary['sqlite_single_vs_relay']:.0%}, Postgres {summary['postgres_single_vs_relay']:.0%}; "
+          f"batches with a store that does nothing (bench/nostore_app.py) {summary['nostore_batch_vs_relay']:.0%}")
     print(json.dumps(summary))
 
 
