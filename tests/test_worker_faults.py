@@ -211,10 +211,13 @@ def test_with_metronome_unreachable_one_batch_probes_and_the_pause_grows(setting
     worker = build_worker(settings.replace(metronome_base_url="http://127.0.0.1:9"), queue, clock=clock)
     in_flight = settings.sends_in_flight
     for probe in (1, 2, 3):
-        queue.set_state(PAUSED_UNTIL, None)  # skip the wait between probes
+        # Past the pause and every retry delay, which are at most the cap: on real time alone, a
+        # fast machine could probe again before any batch was due, and find none to send.
+        clock.advance(settings.retry_cap_seconds)
         worker.step()
         # The first round goes out whole (nothing had failed yet); after that one request per probe, not five.
         assert (worker.stats["requests"], worker._failures) == (in_flight + probe - 1, in_flight + probe - 1)
+        assert queue.get_state(PAUSED_UNTIL) is not None  # every probe that fails pauses the sender again
     assert queue.depth() == 500 and queue.dead_letter_count() == 0
     log = queue.search_deliveries(customer_id="cust_1", limit=1000)
     assert len(log) == 100 * (in_flight + 2) and {row["outcome"] for row in log} == {"retry"}  # only the probed batches
