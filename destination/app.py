@@ -8,8 +8,9 @@ from typing import Callable
 
 import orjson
 from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
 
-from . import logs, metrics, observe
+from . import exact, logs, metrics, observe
 from .config import Settings
 from .errors import ConfigError
 from .health import readiness
@@ -34,8 +35,19 @@ class Runtime:
         return int(self.clock() * 1000)
 
 
+class ExactJSON(DefaultJSONProvider):
+    """Answers keep every number exactly as it was read. Flask's own provider writes a Decimal
+    (exact.loads gives one for a number a double cannot hold) as a JSON string: a mapping's
+    operand 12345678901234567890123 came back as "12345678901234567890123", and a document saved
+    from that answer compared events' numbers with text, and silently matched nothing."""
+
+    def dumps(self, obj, **kwargs) -> str:
+        return exact.dumps(obj).decode()
+
+
 def create_app(settings: Settings, queue: Queue | None = None, clock: Callable[[], float] = time.time) -> Flask:
     app = Flask("destination")
+    app.json = ExactJSON(app)
     # Werkzeug refuses larger bodies with 413 before we read them (compressed size).
     app.config["MAX_CONTENT_LENGTH"] = settings.max_request_bytes
     queue = queue or open_queue(settings)

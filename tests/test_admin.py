@@ -7,6 +7,7 @@ import orjson
 import pytest
 import requests
 
+from destination import exact
 from destination.app import create_app
 from destination.mapping_store import compile_text
 from conftest import ROOT, WRITE_KEY, LiveService, track, wait_until
@@ -114,6 +115,42 @@ def test_a_version_exports_as_a_file_that_loads_again(admin, tmp_path):
     assert json.loads(exported.data) == with_customer_from_group(DEFAULT)
     assert compile_text(exported.data, "exported").mappings[0].name == "track events as usage"
     assert admin.get("/admin/mappings/versions/1", headers=AUTH).json["document"] == DEFAULT
+
+
+BIG, LONG = "12345678901234567890123", "0.1000000000000000055511151231257827"  # past what a double holds
+
+
+def with_numbers(value, **numbers) -> bytes:
+    """JSON of `value` with each "<name>" string replaced by the number literal given for it."""
+    text = orjson.dumps(value).decode()
+    for name, literal in numbers.items():
+        text = text.replace(f'"<{name}>"', literal)
+    return text.encode()
+
+
+def test_numbers_past_a_double_come_back_as_numbers_so_a_save_from_the_answer_keeps_matching(admin, clock):
+    """They are Decimals once read; an answer that wrote them as strings would have a document
+    saved from it (as the admin page saves) compare events' numbers with text and match none."""
+    document = copy.deepcopy(DEFAULT)
+    document["mappings"][0]["trigger"] = {"all": [document["mappings"][0]["trigger"],
+                                                  {"path": "$.properties.plan", "in": ["<big>", "<long>"]}]}
+    text = with_numbers(document, big=BIG, long=LONG).decode()
+    assert admin.put("/admin/mappings", json={"document": text, "comment": "numeric plans"}, headers=AUTH).status_code == 200
+    answer = admin.get("/admin/mappings", headers=AUTH)
+    assert f'"in":[{BIG},{LONG}]' in answer.data.decode()
+    resaved = admin.put("/admin/mappings", data=exact.dumps({"document": exact.loads(answer.data)["document"], "comment": "as answered"}),
+                        headers={**AUTH, "Content-Type": "application/json"})
+    assert resaved.json["version"] == "v3"
+
+    body = with_numbers([track("plan-big", clock.iso(), plan="<big>"), track("plan-long", clock.iso(), plan="<long>"),
+                         track("plan-7", clock.iso(), plan=7)], big=BIG, long=LONG)
+    counts = admin.post("/v1/events", data=body, auth=(WRITE_KEY, ""), content_type="application/json").json
+    assert (counts["accepted"], counts["filtered"]) == (2, 1)
+
+    refused = with_numbers([{**group_only("big-letter", clock.iso()), "properties": {"plan": "<big>", "seats": "<big>"}}], big=BIG)
+    assert admin.post("/v1/events", data=refused, auth=(WRITE_KEY, ""), content_type="application/json").json["refused"] == 1
+    [letter] = admin.get("/admin/dead-letters", headers=AUTH).json["dead_letters"]
+    assert f'"seats":{BIG}' in admin.get(f"/admin/dead-letters/{letter['id']}", headers=AUTH).data.decode()
 
 
 def test_an_edit_is_live_for_the_next_event(admin, clock, queue):
