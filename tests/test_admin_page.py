@@ -172,6 +172,47 @@ def test_fixing_a_mapping_in_the_page_saves_the_events_it_refused(browser, live,
     assert (live_doc["version"], live_doc["document"]["mappings"][0]) == ("v3", MAPPING)
 
 
+BIG, LONG = "12345678901234567890123", "0.1000000000000000055511151231257827"  # past what a double holds
+
+
+def test_numbers_past_a_double_are_shown_previewed_and_saved_exactly(browser, live, clock):
+    """JSON.parse would round them: the editor would show 1.2345678901234568e+22 and a save would
+    make the mapping match a number nobody sends."""
+    document = {"mappings": [{**MAPPING, "trigger": {"all": [MAPPING["trigger"], {"path": "$.properties.plan", "in": ["<big>", "<long>"]}]}}]}
+    text = json.dumps(document).replace('"<big>"', BIG).replace('"<long>"', LONG)
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    assert requests.put(live.url + "/admin/mappings", json={"document": text, "comment": "numeric plans"}, headers=headers,
+                        timeout=5).status_code == 200
+    refused = json.dumps([{**group_only("big-1", clock.iso()), "properties": {"plan": "<big>"}}]).replace('"<big>"', BIG)
+    answer = requests.post(live.url + "/v1/events", data=refused, auth=("test-write-key", ""), timeout=5,
+                           headers={"Content-Type": "application/json"})
+    assert answer.json()["refused"] == 1
+
+    page = Page(browser, live.url)
+    page.sign_in(ADMIN)
+    page.wait.until(lambda _: page.css('#mapping-rows tr[data-name="track events as usage"]'), "the mapping list")
+    page.css('#mapping-rows tr[data-name="track events as usage"] button[data-action="edit"]')[0].click()
+    editor = page.el("mapping-editor").get_property("value")
+    assert f"{BIG},\n" in editor and f"{LONG}\n" in editor  # unquoted, every digit
+
+    from selenium.webdriver.support.ui import Select
+    page.wait.until(lambda _: len(Select(page.el("recent-events")).options) > 1, "recent events")
+    Select(page.el("recent-events")).select_by_index(1)
+    assert f'"plan": {BIG}' in page.el("preview-event").get_property("value")
+    page.until_text("preview-status", "refused", "missing_customer_id")
+
+    page.type_into("comment", "saved from the page, numbers untouched")
+    page.el("save").click()
+    page.until_text("save-status", "saved as v3")
+    saved = requests.get(live.url + "/admin/mappings", headers=headers, timeout=5).text
+    assert f'"in":[{BIG},{LONG}]' in saved
+
+    page.css('#tabs [data-tab="dead-letters"]')[0].click()
+    page.wait.until(lambda _: len(page.css("#dl-rows tr")) == 1, "the dead letter")
+    page.css('#dl-rows tr button[data-action="inspect"]')[0].click()
+    page.until_text("dl-detail", f'"plan": {BIG}')
+
+
 def test_the_page_is_served_with_a_strict_policy_and_no_data(live):
     answer = requests.get(live.url + "/admin/ui/", timeout=5)
     assert answer.status_code == 200 and "script-src 'self'" in answer.headers["Content-Security-Policy"]

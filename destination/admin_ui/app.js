@@ -11,12 +11,29 @@ async function api(method, path, body) {
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const response = await fetch("/admin" + path, { method, headers, body });
   const isJson = (response.headers.get("Content-Type") || "").includes("json");
-  const data = isJson ? await response.json() : await response.text();
+  const data = isJson ? parseExact(await response.text()) : await response.text();
   if (response.status === 401) {
     signOut(data.message || "the token was refused");
     throw new Error("unauthorized");
   }
   return { status: response.status, ok: response.ok, data };
+}
+
+// Numbers exactly as the server wrote them. JSON.parse rounds a number a double cannot hold (an
+// id past 2^53, a decimal of more than 15 digits), so the page would show, preview and save a
+// value nobody sent: a mapping's operand would stop matching. Where the browser gives a number's
+// source text, such a number is kept as raw JSON, which JSON.stringify writes back verbatim.
+// The rule is the server's (exact.py): more than 15 significant digits, or a 3-digit exponent.
+function parseExact(text) {
+  if (typeof JSON.rawJSON !== "function") return JSON.parse(text);  // an older browser: as before
+  return JSON.parse(text, (key, value, context) =>
+    typeof value === "number" && context && context.source && !fitsDouble(context.source) ? JSON.rawJSON(context.source) : value);
+}
+
+function fitsDouble(literal) {
+  const [mantissa, exponent = "0"] = literal.split(/[eE]/);
+  const significant = mantissa.replace(/[-.]/g, "").replace(/^0+/, "");
+  return significant.length <= 15 && Math.abs(Number(exponent)) < 100;
 }
 
 function row(cells, actions) {
