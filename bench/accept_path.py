@@ -80,16 +80,11 @@ def measured_run(pid: int, port: int, path: str, per_request: int, seconds: floa
     """One load-generator run, plus the CPU time the server (gunicorn master and workers) spent
     per event: the figure that says why a share of the relay is what it is, since the relay and
     the load generator share the same two cores."""
-    before = loadgen.cpu_seconds(pid, children=True)
+    before = loadgen.cpu_seconds(pid, with_children=True)
     result = loadgen.run(port, path, per_request, seconds, threads=4 if per_request > 1 else 8)
-    after = loadgen.cpu_seconds(pid, children=True)
+    after = loadgen.cpu_seconds(pid, with_children=True)
     known = before is not None and after is not None and result["events"]
     return {**result, "server_cpu_us_per_event": (after - before) / result["events"] * 1e6 if known else None}
-
-
-def _median_cpu(runs: list[dict]) -> float | None:
-    figures = [r["server_cpu_us_per_event"] for r in runs if r["server_cpu_us_per_event"] is not None]
-    return round(statistics.median(figures), 1) if figures else None
 
 
 def main() -> None:
@@ -135,7 +130,7 @@ def main() -> None:
                     raise SystemExit(f"{case}: answers other than 200: {refused}\n"
                                      f"the server's last lines:\n{_tail(logs[case.split('_')[0]])}")
                 runs[case].append(result)
-    results = {case: {**loadgen.medians(case_runs), "server_cpu_us_per_event": _median_cpu(case_runs)}
+    results = {case: {**loadgen.medians(case_runs), "server_cpu_us_per_event": loadgen.median_of(case_runs, "server_cpu_us_per_event")}
                for case, case_runs in runs.items()}
 
     def share(case: str, relay: str) -> float:

@@ -129,10 +129,9 @@ def main() -> None:
         for name, backend, count, latency_ms, in_flight, env in cases:
             runs = [one_run(backend, count, tmp, latency_ms, in_flight, env) for _ in range(args.runs)]
             requests_sent = statistics.median(r["requests"] for r in runs)
-            cpu = [r["cpu_us_per_event"] for r in runs if r["cpu_us_per_event"] is not None]
             summary[name] = {"events": count, "events_per_s": round(statistics.median(r["events_per_s"] for r in runs)),
                              "requests": round(requests_sent), "events_per_request": round(count / requests_sent, 1),
-                             "worker_cpu_us_per_event": round(statistics.median(cpu), 1) if cpu else None}
+                             "worker_cpu_us_per_event": loadgen.median_of(runs, "cpu_us_per_event")}
     print(f"{'case':28} {'events':>8} {'events/s':>10} {'requests':>9} {'events/request':>15} {'worker CPU us/event':>20}")
     for name, *_ in cases:
         figures = summary[name]

@@ -125,15 +125,29 @@ def run(port: int, path: str, per_request: int, duration_s: float, processes: in
             "statuses": statuses}
 
 
-def cpu_seconds(pid: int, children: bool = False) -> float | None:
-    """A process's CPU time so far (user + system, all threads), from /proc; None elsewhere. With
-    `children`, its live child processes' too: a gunicorn master and its workers."""
+def children(pid: int) -> list[int]:
+    """A process's live child processes (a gunicorn master's workers), from /proc; [] elsewhere."""
     try:
-        pids = [pid] + ([int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()] if children else [])
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def cpu_seconds(pid: int, with_children: bool = False) -> float | None:
+    """A process's CPU time so far (user + system, all threads), from /proc; None elsewhere. With
+    `with_children`, its live child processes' too: a gunicorn master and its workers."""
+    try:
+        pids = [pid] + (children(pid) if with_children else [])
         fields = [Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split() for p in pids]
-    except (OSError, ValueError):
+    except OSError:
         return None
     return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
+
+
+def median_of(runs: list[dict], key: str) -> float | None:
+    """The median of a figure some runs may lack (None: /proc was not there), rounded; None if all lack it."""
+    figures = [r[key] for r in runs if r[key] is not None]
+    return round(statistics.median(figures), 1) if figures else None
 
 
 def _percentile(sorted_values: list, pct: float) -> float:

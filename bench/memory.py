@@ -40,11 +40,6 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    return [int(p) for p in out]
-
-
 class Sampler(threading.Thread):
     """Peak RSS per process, every 0.2 s, until stopped."""
 
@@ -57,7 +52,7 @@ class Sampler(threading.Thread):
     def run(self):
         while not self.stop.wait(0.2):
             sample = {"web master": rss_mb(self.web_master), "worker": rss_mb(self.worker)}
-            for i, pid in enumerate(sorted(children(self.web_master))):
+            for i, pid in enumerate(sorted(loadgen.children(self.web_master))):
                 sample[f"web process {i + 1}"] = rss_mb(pid)
             for name, value in sample.items():
                 self.peaks[name] = max(self.peaks.get(name, 0.0), value)

@@ -9,6 +9,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import orjson
 import pytest
 import requests
 from hypothesis import settings as hypothesis_settings
@@ -204,6 +205,18 @@ def write_key_header(how: str, key: str = WRITE_KEY) -> dict:
         return {"Authorization": f"Bearer {key}"}
     user = f"{key}:" if how == "basic" else key
     return {"Authorization": "Basic " + base64.b64encode(user.encode()).decode()}
+
+
+BIG, LONG = "12345678901234567890123", "0.1000000000000000055511151231257827"  # numbers past what a double holds
+
+
+def with_numbers(value, **numbers) -> bytes:
+    """JSON of `value` with each "<name>" string replaced by the number literal given for it:
+    how a test sends numbers that neither Python's floats nor orjson can write."""
+    text = orjson.dumps(value).decode()
+    for name, literal in numbers.items():
+        text = text.replace(f'"<{name}>"', literal)
+    return text.encode()
 
 
 def track(message_id: str, when: str, customer: str = "cust_1", event: str = "transfer", **properties) -> dict:

@@ -10,7 +10,7 @@ import requests
 from destination import exact
 from destination.app import create_app
 from destination.mapping_store import compile_text
-from conftest import ROOT, WRITE_KEY, LiveService, track, wait_until
+from conftest import BIG, LONG, ROOT, WRITE_KEY, LiveService, track, wait_until, with_numbers
 
 ADMIN = "admin-token-one"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -115,17 +115,6 @@ def test_a_version_exports_as_a_file_that_loads_again(admin, tmp_path):
     assert json.loads(exported.data) == with_customer_from_group(DEFAULT)
     assert compile_text(exported.data, "exported").mappings[0].name == "track events as usage"
     assert admin.get("/admin/mappings/versions/1", headers=AUTH).json["document"] == DEFAULT
-
-
-BIG, LONG = "12345678901234567890123", "0.1000000000000000055511151231257827"  # past what a double holds
-
-
-def with_numbers(value, **numbers) -> bytes:
-    """JSON of `value` with each "<name>" string replaced by the number literal given for it."""
-    text = orjson.dumps(value).decode()
-    for name, literal in numbers.items():
-        text = text.replace(f'"<{name}>"', literal)
-    return text.encode()
 
 
 def test_numbers_past_a_double_come_back_as_numbers_so_a_save_from_the_answer_keeps_matching(admin, clock):

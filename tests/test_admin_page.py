@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from destination.app import create_app
-from conftest import ROOT, LiveService, wait_until
+from conftest import BIG, LONG, ROOT, LiveService, wait_until, with_numbers
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ADMIN = "page-admin-token"
@@ -172,18 +172,15 @@ def test_fixing_a_mapping_in_the_page_saves_the_events_it_refused(browser, live,
     assert (live_doc["version"], live_doc["document"]["mappings"][0]) == ("v3", MAPPING)
 
 
-BIG, LONG = "12345678901234567890123", "0.1000000000000000055511151231257827"  # past what a double holds
-
-
 def test_numbers_past_a_double_are_shown_previewed_and_saved_exactly(browser, live, clock):
     """JSON.parse would round them: the editor would show 1.2345678901234568e+22 and a save would
     make the mapping match a number nobody sends."""
     document = {"mappings": [{**MAPPING, "trigger": {"all": [MAPPING["trigger"], {"path": "$.properties.plan", "in": ["<big>", "<long>"]}]}}]}
-    text = json.dumps(document).replace('"<big>"', BIG).replace('"<long>"', LONG)
+    text = with_numbers(document, big=BIG, long=LONG).decode()
     headers = {"Authorization": f"Bearer {ADMIN}"}
     assert requests.put(live.url + "/admin/mappings", json={"document": text, "comment": "numeric plans"}, headers=headers,
                         timeout=5).status_code == 200
-    refused = json.dumps([{**group_only("big-1", clock.iso()), "properties": {"plan": "<big>"}}]).replace('"<big>"', BIG)
+    refused = with_numbers([{**group_only("big-1", clock.iso()), "properties": {"plan": "<big>"}}], big=BIG)
     answer = requests.post(live.url + "/v1/events", data=refused, auth=("test-write-key", ""), timeout=5,
                            headers={"Content-Type": "application/json"})
     assert answer.json()["refused"] == 1
