@@ -31,9 +31,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import loadgen  # noqa: E402
 import sink  # noqa: E402
 from accept_path import postgres_schema  # noqa: E402
-from destination.queue import QueuedEvent  # noqa: E402
-from destination.queue_postgres import PostgresQueue  # noqa: E402
-from destination.queue_sqlite import SQLiteQueue  # noqa: E402
+
+from destination.queue.outbox import QueuedEvent  # noqa: E402
+from destination.queue.postgres import PostgresQueue  # noqa: E402
+from destination.queue.sqlite import SQLiteQueue  # noqa: E402
 
 
 def usage_event(i: int, stamp: str) -> QueuedEvent:

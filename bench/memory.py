@@ -156,7 +156,7 @@ class _nothing:
 
 def _depth(store: dict) -> int:
     from destination.config import load_settings
-    from destination.queue import open_queue
+    from destination.queue.connect import open_queue
 
     queue = open_queue(load_settings(env={**store, "METRONOME_API_TOKEN": "x"}))
     try:

@@ -10,13 +10,15 @@ import orjson
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
-from . import exact, logs, metrics, observe
-from .config import Settings
-from .errors import ConfigError
-from .health import readiness
-from .mapping_store import MappingStore
-from .queue import Queue, open_queue
-from .receive import Sampler
+from destination.config import Settings
+from destination.errors import ConfigError
+from destination.intake.pipeline import Sampler
+from destination.mapping.versions import MappingStore
+from destination.ops import logs, metrics, observe
+from destination.ops.health import readiness
+from destination.payload import exact
+from destination.queue.connect import open_queue
+from destination.queue.outbox import Queue
 
 log = logging.getLogger("destination.app")
 
@@ -61,9 +63,9 @@ def create_app(settings: Settings, queue: Queue | None = None, clock: Callable[[
     runtime = Runtime(settings, queue, mappings, clock)
     app.extensions["destination"] = runtime
 
-    from .admin import blueprint as admin  # operators and admins; auth: ADMIN_TOKENS
-    from .admin_page import blueprint as admin_page  # the page holds no data; it calls /admin with the token
-    from .receive_routes import ReceiveRoutes  # the CDP-facing surface; auth: write keys (authenticate.py)
+    from destination.admin.api import blueprint as admin  # operators and admins; auth: ADMIN_TOKENS
+    from destination.admin.page import blueprint as admin_page  # the page holds no data; it calls /admin with the token
+    from destination.intake.routes import ReceiveRoutes  # the CDP-facing surface; auth: write keys (authenticate.py)
 
     app.register_blueprint(admin)
     app.register_blueprint(admin_page)
@@ -94,7 +96,7 @@ def create_app(settings: Settings, queue: Queue | None = None, clock: Callable[[
 
 
 def _observe_requests(app: Flask) -> None:
-    """A request id on every request and one access line each (observe.py, shared with receive_routes.py)."""
+    """A request id on every request and one access line each (ops/observe.py, shared with intake/routes.py)."""
 
     @app.before_request
     def start():

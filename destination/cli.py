@@ -9,9 +9,9 @@ import signal
 import sys
 import threading
 
-from . import config
-from .errors import ConfigError
-from .startup import settled
+from destination import config
+from destination.errors import ConfigError
+from destination.startup import settled
 
 log = logging.getLogger("destination.cli")
 SANDBOX_TOKEN = "sandbox-token"
@@ -25,13 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
-    from .startup import ensure_metrics_dir
+    from destination.ops.metrics_dir import ensure_metrics_dir
 
     ensure_metrics_dir()
     try:
         return args.run(args)
     except ConfigError as exc:
-        from .logs import redact
+        from destination.ops.logs import redact
 
         print(f"metronome-destination: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args, role: str, **forced) -> config.Settings:
-    from .startup import prepare
+    from destination.startup import prepare
 
     names = {s.name for s in config.SETTINGS}
     overrides = {k: v for k, v in vars(args).items() if k in names}
@@ -77,11 +77,11 @@ def _settings(args, role: str, **forced) -> config.Settings:
 
 
 def _serve(args) -> int:
-    from .startup import use_metrics_dir
+    from destination.ops.metrics_dir import use_metrics_dir
 
     use_metrics_dir()  # before prometheus_client is imported: gunicorn's processes share counters
-    from .mapping import load_mapping_set
-    from .serve import Server
+    from destination.mapping.mapping_set import load_mapping_set
+    from destination.serve import Server
 
     settings = _settings(args, "web", deliver_in_web="true")
     sandbox = None
@@ -100,7 +100,7 @@ def _serve(args) -> int:
 
 
 def _start_sandbox(settings):
-    from .sandbox import SandboxServer
+    from destination.sandbox.server import SandboxServer
 
     sandbox = SandboxServer(port=settings.sandbox_port, tokens=(SANDBOX_TOKEN,)).start()
     changes = {"metronome_base_url": sandbox.url, "metronome_api_token": SANDBOX_TOKEN}
@@ -118,9 +118,9 @@ def _start_sandbox(settings):
 
 
 def _worker(args) -> int:
-    from .delivery import build_worker
-    from .queue import open_queue
-    from .serve import stop_delivery
+    from destination.queue.connect import open_queue
+    from destination.serve import stop_delivery
+    from destination.worker.build import build_worker
 
     settings = _settings(args, "worker")
     sandbox = None
@@ -146,9 +146,9 @@ def _worker(args) -> int:
 
 
 def _migrate(args) -> int:
-    from .mapping import load_mapping_set
-    from .mapping_store import MappingStore
-    from .queue import open_queue
+    from destination.mapping.mapping_set import load_mapping_set
+    from destination.mapping.versions import MappingStore
+    from destination.queue.connect import open_queue
 
     settings = _settings(args, "release")
     load_mapping_set(settings.mappings_path)  # a release with a broken mapping file must fail
@@ -165,8 +165,8 @@ def _migrate(args) -> int:
 
 
 def _check(args) -> int:
-    from .check import run_checks
-    from .logs import redact
+    from destination.check import run_checks
+    from destination.ops.logs import redact
 
     settings = _settings(args, "check")
     results = run_checks(settings, token=not args.skip_token)
@@ -178,8 +178,8 @@ def _check(args) -> int:
 
 
 def _sandbox(args) -> int:
-    from .logs import configure
-    from .sandbox import SandboxServer
+    from destination.ops.logs import configure
+    from destination.sandbox.server import SandboxServer
 
     configure()
     server = SandboxServer(args.host, args.port, tokens=tuple(args.token or (SANDBOX_TOKEN,)))

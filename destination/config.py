@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlparse
 
-from .errors import ConfigError
+from destination.errors import ConfigError
 
 
 def _bool(text: str) -> bool:

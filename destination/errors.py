@@ -6,7 +6,7 @@ Three families:
 - `EventRefused`: one event cannot become a usage event. It is set aside in the dead-letter store
   with the reason and the request goes on; replaying it after a mapping fix is the remedy.
 - `ConfigError`: a setting or mapping is wrong. It stops startup or a save, naming the location.
-Delivery outcomes from Metronome are data, not exceptions: see retry.py.
+Delivery outcomes from Metronome are data, not exceptions: see worker/retry.py.
 """
 from __future__ import annotations
 

@@ -6,13 +6,14 @@ read and checked like every other setting; a bad one stops the master with a mes
 import os
 import sys
 
-from destination.startup import prepare, use_metrics_dir
+from destination.ops.metrics_dir import use_metrics_dir
 
 use_metrics_dir()  # before anything imports prometheus_client, so every process shares counters
 
 from destination.config import load_settings  # noqa: E402
 from destination.errors import ConfigError  # noqa: E402
 from destination.serve import gunicorn_options  # noqa: E402
+from destination.startup import prepare  # noqa: E402
 
 try:
     _settings = load_settings()

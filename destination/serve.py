@@ -61,7 +61,7 @@ def post_worker_init(worker) -> None:
     runtime = worker.wsgi.extensions["destination"]
     if not runtime.settings.deliver_in_web:
         return
-    from .delivery import build_worker
+    from destination.worker.build import build_worker
 
     delivery = build_worker(runtime.settings, runtime.queue)
     stop = threading.Event()
@@ -77,7 +77,7 @@ def worker_exit(server, worker) -> None:
 
 
 def child_exit(server, worker) -> None:
-    from . import metrics
+    from destination.ops import metrics
 
     metrics.mark_process_dead(worker.pid)
 
@@ -113,8 +113,8 @@ class Server(BaseApplication):
 
     def load(self):
         # Built in each worker after the fork, so no database connection crosses a fork.
-        from .app import create_app
-        from .startup import settled
+        from destination.app import create_app
+        from destination.startup import settled
 
         app = create_app(self.settings)
         settled()

@@ -1,7 +1,7 @@
 """The WSGI app for gunicorn's command line (the Procfile's web line): settings from the environment."""
-from .app import create_app
-from .config import load_settings
-from .startup import settled
+from destination.app import create_app
+from destination.config import load_settings
+from destination.startup import settled
 
 app = create_app(load_settings())
 settled()

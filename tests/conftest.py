@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 import pytest
 import requests
 from hypothesis import settings as hypothesis_settings
 from werkzeug.serving import make_server
-from urllib.parse import quote
 
 from destination.app import create_app
 from destination.config import load_settings
-from destination.delivery import build_worker
-from destination.queue import open_queue
-from destination.sandbox import SandboxServer
+from destination.queue.connect import open_queue
+from destination.sandbox.server import SandboxServer
+from destination.worker.build import build_worker
 
 # Timing is measured in bench/, never asserted in tests.
 hypothesis_settings.register_profile("suite", deadline=None)

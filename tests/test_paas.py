@@ -15,9 +15,9 @@ import jsonschema
 import pytest
 import requests
 
-from destination import migrations
-from destination.config import SETTINGS
 from conftest import ROOT, TOKEN, WRITE_KEY, machine_clock, store_env, track, wait_until
+from destination.config import SETTINGS
+from destination.queue import migrations
 
 
 @pytest.fixture

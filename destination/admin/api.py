@@ -9,12 +9,12 @@ from __future__ import annotations
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
-from . import exact
-from .authenticate import bearer, match_secret
-from .errors import BadRequest, ConfigError, InvalidMapping, NotFound, Unauthorized
-from .mapping_store import compile_text, version_name
-from .receive import process_events
-from .replay import replay
+from destination.admin.replay import replay
+from destination.errors import BadRequest, ConfigError, InvalidMapping, NotFound, Unauthorized
+from destination.intake.authenticate import bearer, match_secret
+from destination.intake.pipeline import process_events
+from destination.mapping.versions import compile_text, version_name
+from destination.payload import exact
 
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 MAX_LIMIT = 1000

@@ -12,7 +12,7 @@ from pathlib import Path
 from flask import Blueprint, Response, abort
 
 blueprint = Blueprint("admin_page", __name__, url_prefix="/admin/ui")
-ASSETS = Path(__file__).resolve().parent / "admin_ui"
+ASSETS = Path(__file__).resolve().parent / "ui"
 TYPES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
          "style.css": "text/css; charset=utf-8"}
 HEADERS = {

@@ -6,9 +6,9 @@ creates new usage: Metronome dedups the repeat.
 """
 from __future__ import annotations
 
-from . import exact
-from .mapping import MappingSet
-from .receive import process_events
+from destination.intake.pipeline import process_events
+from destination.mapping.mapping_set import MappingSet
+from destination.payload import exact
 
 
 def replay(queue, mapping_set: MappingSet, letters: list[dict], now_ms: int, max_event_bytes: int) -> dict:

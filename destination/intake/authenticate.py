@@ -5,7 +5,7 @@ import base64
 import binascii
 import hmac
 
-from .errors import Unauthorized
+from destination.errors import Unauthorized
 
 UNAUTHENTICATED = "unauthenticated"
 

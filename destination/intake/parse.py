@@ -4,9 +4,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from . import exact
-from .errors import BadRequest, PayloadTooLarge
-from .timestamps import format_ms, skew_corrected
+from destination.errors import BadRequest, PayloadTooLarge
+from destination.payload import exact
+from destination.payload.timestamps import format_ms, skew_corrected
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,6 @@
 """The CDP-facing routes' pipeline: receive -> authenticate -> parse -> map -> validate -> queue -> 200.
 
-receive_routes.py is the HTTP layer in front of it. The answer comes only after the accepted
+routes.py is the HTTP layer in front of it. The answer comes only after the accepted
 events and the refused ones are committed together, so a 200 always means "stored"; a store that
 cannot be written answers 503 so the sender retries.
 """
@@ -13,13 +13,14 @@ from typing import Callable
 
 import orjson
 
-from . import exact, metrics
-from .authenticate import presented_key, source_for, webhook_source
-from .errors import EventRefused, PayloadTooLarge, QueueUnavailable
-from .mapping import MappingSet, map_event
-from .parse import expand, inflate, parse_body
-from .queue import DeadLetter, QueuedEvent
-from .validate import build_usage_event
+from destination.errors import EventRefused, PayloadTooLarge, QueueUnavailable
+from destination.intake.authenticate import presented_key, source_for, webhook_source
+from destination.intake.parse import expand, inflate, parse_body
+from destination.mapping.mapping_set import MappingSet, map_event
+from destination.ops import metrics
+from destination.payload import exact
+from destination.payload.validate import build_usage_event
+from destination.queue.outbox import DeadLetter, QueuedEvent
 
 log = logging.getLogger("destination.receive")
 SAMPLES_PER_REQUEST = 3
@@ -136,7 +137,7 @@ ROUTES = {
 def receive(runtime, route: Route, body: bytes, header: Callable[[str], str | None]) -> bytes:
     """One request's body to its JSON answer, everything stored; raise RequestError to refuse it whole.
 
-    `header(name)` reads a request header; the HTTP layer (receive_routes.py) supplies it."""
+    `header(name)` reads a request header; the HTTP layer (routes.py) supplies it."""
     settings = runtime.settings
     body = inflate(body, header("Content-Encoding"), settings.max_request_bytes)
     if route.kind == "webhook":

@@ -13,9 +13,9 @@ from http import HTTPStatus
 
 from werkzeug.exceptions import MethodNotAllowed
 
-from . import logs, observe
-from .errors import BadRequest, PayloadTooLarge
-from .receive import ROUTES, receive
+from destination.errors import BadRequest, PayloadTooLarge
+from destination.intake.pipeline import ROUTES, receive
+from destination.ops import logs, observe
 
 _PHRASES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
 

@@ -10,11 +10,11 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import exact
-from .errors import ConfigError, EventRefused
-from .mapping_schema import OPERATORS, SOURCE_PATH, validate_document
-from .mapping_sources import Properties, Source, compile_properties, compile_source
-from .paths import Getter, compile_path
+from destination.errors import ConfigError, EventRefused
+from destination.mapping.paths import Getter, compile_path
+from destination.mapping.schema import OPERATORS, SOURCE_PATH, validate_document
+from destination.mapping.sources import Properties, Source, compile_properties, compile_source
+from destination.payload import exact
 
 __all__ = ["MappingSet", "compile_mapping_set", "compile_path", "load_mapping_set", "map_event"]
 

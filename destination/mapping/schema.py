@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from marshmallow import INCLUDE, RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from .errors import ConfigError
-from .paths import Placeholder, split_template
+from destination.errors import ConfigError
+from destination.mapping.paths import Placeholder, split_template
 
 # A trigger path that tests the label of the write key or webhook secret the event came with.
 SOURCE_PATH = "$source"

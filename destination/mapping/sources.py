@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from . import transforms
-from .errors import EventRefused
-from .exact import NumberOutOfRange, to_metronome_string
-from .paths import MISSING, Placeholder, compile_path, dotted_keys, split_template, walk
+from destination.errors import EventRefused
+from destination.mapping import transforms
+from destination.mapping.paths import MISSING, Placeholder, compile_path, dotted_keys, split_template, walk
+from destination.payload.exact import NumberOutOfRange, to_metronome_string
 
 Origin = Callable[[dict, str], object]  # (event, field name) -> value, None when nothing is found
 

@@ -10,9 +10,9 @@ import hashlib
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
-from .errors import EventRefused
-from .exact import NumberOutOfRange, decimal_text, dumps, to_metronome_string
-from .timestamps import EPOCH, rfc3339_ms, to_rfc3339
+from destination.errors import EventRefused
+from destination.payload.exact import NumberOutOfRange, decimal_text, dumps, to_metronome_string
+from destination.payload.timestamps import EPOCH, rfc3339_ms, to_rfc3339
 
 _NUMBER = (int, float, Decimal)
 

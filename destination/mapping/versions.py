@@ -13,9 +13,9 @@ import threading
 import time
 from pathlib import Path
 
-from . import exact
-from .errors import ConfigError, Conflict, NotFound
-from .mapping import MappingSet, compile_mapping_set
+from destination.errors import ConfigError, Conflict, NotFound
+from destination.mapping.mapping_set import MappingSet, compile_mapping_set
+from destination.payload import exact
 
 log = logging.getLogger("destination.mappings")
 

@@ -1,7 +1,7 @@
 """Readiness: can this deployment take events and deliver them? Each failed check says why."""
 from __future__ import annotations
 
-from .worker import halt_state
+from destination.queue.halt import halt_state
 
 
 def readiness(queue, now_ms: int, max_pending_age_s: float) -> tuple[bool, dict]:

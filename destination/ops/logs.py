@@ -30,7 +30,7 @@ _secrets: list[str] = []
 
 def secrets_of(settings) -> list[str]:
     """Every secret value a log line must never show, from the settings marked secret."""
-    from .config import SETTINGS
+    from destination.config import SETTINGS
 
     found = []
     for setting in SETTINGS:

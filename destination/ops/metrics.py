@@ -2,7 +2,7 @@
 
 Under gunicorn several processes serve /metrics, so prometheus-client runs in multiprocess mode:
 each process writes its counters to files in PROMETHEUS_MULTIPROC_DIR and a scrape sums them.
-`startup.use_metrics_dir` must therefore run before this module is first imported. Worker
+`metrics_dir.use_metrics_dir` must therefore run before this module is first imported. Worker
 processes on the same machine that share the directory are included in the web's /metrics. The
 queue gauges are read from the shared database at scrape time, so they are right for the whole
 deployment whichever process answers.
@@ -22,7 +22,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from .startup import METRICS_DIR_ENV as ENV
+from destination.ops.metrics_dir import METRICS_DIR_ENV as ENV
+from destination.queue.halt import halt_state
 
 RECEIVED = Counter("destination_events_received", "Events in authenticated, well-formed requests.", ["source"])
 ACCEPTED = Counter("destination_events_accepted", "Events queued for delivery (at least one usage event).", ["source"])
@@ -80,8 +81,6 @@ class StoreCollector:
         self.now_ms = now_ms
 
     def collect(self):
-        from .worker import halt_state
-
         oldest = self.queue.oldest_pending_ms()
         age = max(0, self.now_ms - oldest) / 1000 if oldest else 0
         for name, text, value in (

@@ -10,8 +10,8 @@ import time
 import orjson
 from werkzeug.exceptions import HTTPException
 
-from . import metrics
-from .errors import RequestError
+from destination.errors import RequestError
+from destination.ops import metrics
 
 log = logging.getLogger("destination.app")
 access = logging.getLogger("destination.access")

@@ -13,7 +13,7 @@ import re
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
-from .errors import EventRefused
+from destination.errors import EventRefused
 
 EPOCH_MILLISECONDS_FROM = 10**11
 _UTC = timezone.utc

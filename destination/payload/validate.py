@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from .errors import EventRefused
-from .exact import NumberOutOfRange, decimal_text, to_metronome_string
-from .timestamps import rfc3339_ms
+from destination.errors import EventRefused
+from destination.payload.exact import NumberOutOfRange, decimal_text, to_metronome_string
+from destination.payload.timestamps import rfc3339_ms
 
 MAX_TRANSACTION_ID = 128
 WINDOW_MS = timedelta(days=34) // timedelta(milliseconds=1)

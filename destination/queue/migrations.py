@@ -131,7 +131,7 @@ _LEASES = """
 # cache: the log cost a worker 36 us of CPU an event, more than everything else together. Keyed
 # first by the block of LOG_BLOCK_ROWS ids a row falls in, every insert lands in the newest
 # block's few hundred pages, which stay cached and take many inserts per ack. A search probes
-# each block (queue_sql.search_deliveries): one probe per 10,000 rows of log kept.
+# each block (sql.search_deliveries): one probe per 10,000 rows of log kept.
 LOG_BLOCK_ROWS = 10_000  # never change it: the index is built on this number
 _LOG_LOOKUPS_BY_BLOCK = f"""
     DROP INDEX delivery_log_transaction;

@@ -125,16 +125,3 @@ class Queue(Protocol):
 
     def close(self) -> None: ...
 
-
-def open_queue(settings, migrate: bool = True) -> Queue:
-    """The Postgres backend when DATABASE_URL is set, else the embedded SQLite one."""
-    delivery_log = settings.delivery_log_days > 0
-    if settings.database_url:
-        from .queue_postgres import PostgresQueue
-
-        return PostgresQueue(settings.database_url, pool_size=settings.database_pool_size, delivery_log=delivery_log,
-                             migrate=migrate)
-    from .queue_sqlite import SQLiteQueue
-
-    return SQLiteQueue(settings.sqlite_path, synchronous=settings.sqlite_synchronous, delivery_log=delivery_log,
-                       migrate=migrate)

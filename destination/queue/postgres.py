@@ -11,8 +11,8 @@ from functools import lru_cache
 
 from psycopg_pool import ConnectionPool
 
-from . import migrations
-from .queue_sql import LEASE_CONFLICT, LOG_COLUMNS, OUTBOX_INSERT_COLUMNS, READY_UNLEASED, SQLQueue
+from destination.queue import migrations
+from destination.queue.sql import LEASE_CONFLICT, LOG_COLUMNS, OUTBOX_INSERT_COLUMNS, READY_UNLEASED, SQLQueue
 
 POOL_WAIT_S = 10  # a request waits this long for a free connection before answering 503
 LEASE_ROUNDS = 4  # statements one claim may run while rows it looked at turn out leased by others

@@ -10,9 +10,9 @@ import dataclasses
 import uuid
 from contextlib import AbstractContextManager
 
-from .group_commit import GroupCommit
-from .migrations import LOG_BLOCK_ROWS
-from .queue import Claim, ClaimedEvent, DeadLetter, DeliveryNote, QueuedEvent
+from destination.queue.group_commit import GroupCommit
+from destination.queue.migrations import LOG_BLOCK_ROWS
+from destination.queue.outbox import Claim, ClaimedEvent, DeadLetter, DeliveryNote, QueuedEvent
 
 DEAD_LETTER_COLUMNS = (
     "transaction_id, raw, payload, code, reason, mapping_version, stage, received_at_ms, dead_lettered_at_ms, attempts,"

@@ -17,8 +17,8 @@ import threading
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import migrations
-from .queue_sql import LOG_COLUMNS, OUTBOX_INSERT_COLUMNS, SQLQueue
+from destination.queue import migrations
+from destination.queue.sql import LOG_COLUMNS, OUTBOX_INSERT_COLUMNS, SQLQueue
 
 log = logging.getLogger("destination.queue")
 

@@ -20,7 +20,7 @@ import orjson
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
-from . import exact
+from destination.payload import exact
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 FUTURE_LIMIT_S = 24 * 3600

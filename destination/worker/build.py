@@ -1,9 +1,9 @@
 """Wire a Worker from settings: one place that turns configuration into sender + policy."""
 from __future__ import annotations
 
-from .retry import RetryPolicy
-from .send import Sender
-from .worker import Worker
+from destination.worker.loop import Worker
+from destination.worker.retry import RetryPolicy
+from destination.worker.send import Sender
 
 
 def build_worker(settings, queue, clock=None) -> Worker:

@@ -13,18 +13,16 @@ import time
 from collections import Counter, deque
 from queue import SimpleQueue
 
-import orjson
-
-from . import batch as batching
-from . import metrics
-from .queue import Claim, ClaimedEvent, DeliveryNote, Queue
-from .retry import DeadLetter, Delivered, Halt, RetryLater, RetryPolicy, Split, decide
-from .validate import outside_window, window_reason
+from destination.ops import metrics
+from destination.payload.validate import outside_window, window_reason
+from destination.queue.halt import clear_halt, halt_state, set_halt
+from destination.queue.outbox import Claim, ClaimedEvent, DeliveryNote, Queue
+from destination.worker import batch as batching
+from destination.worker.retry import DeadLetter, Delivered, Halt, RetryLater, RetryPolicy, Split, decide
 
 log = logging.getLogger("destination.worker")
 
 PAUSED_UNTIL = "paused_until_ms"
-HALT = "halt"
 PRUNE_EVERY_S = 600
 # Delivered batches are acked together: at the end of each claim, before any other outcome is
 # recorded, and at least every this many events. One commit per claim instead of per batch is
@@ -125,9 +123,9 @@ class Worker:
             # events too, Metronome's dedup kept one copy and only one ack counts them.
             metrics.record_delivered(acked, [e.received_at_ms for e in events], note.at_ms)
             self.stats["delivered"] += acked
-        if self.queue.get_state(HALT):
+        if halt_state(self.queue):
             log.info("delivery resumed: Metronome accepted a batch again")
-            self.queue.set_state(HALT, None)
+            clear_halt(self.queue)
 
     def _send_wave(self, wave: list[list[ClaimedEvent]]) -> list[tuple]:
         """Send the batches at once, one thread each, and return each (outcome, seconds) in order.
@@ -200,7 +198,7 @@ class Worker:
             return True
         assert isinstance(action, Halt)
         self.queue.retry_later(owner, ids, self._now_ms(), action.reason, count_attempt=False, note=note)
-        self.queue.set_state(HALT, orjson.dumps({"code": action.code, "reason": action.reason, "since_ms": int(now_s * 1000)}).decode())
+        set_halt(self.queue, action.code, action.reason, int(now_s * 1000))
         self.queue.set_state(PAUSED_UNTIL, str(int((now_s + self.policy.halt_probe_s) * 1000)))
         self.stats["halts"] += 1
         log.error("delivery halted, every event stays queued: %s", action.reason)
@@ -273,8 +271,3 @@ class SendThreads:
                     self._idle += 1
                 done.release()
 
-
-def halt_state(queue: Queue) -> dict | None:
-    """Why delivery is halted (bad token, wrong URL), or None when it is not."""
-    raw = queue.get_state(HALT)
-    return orjson.loads(raw) if raw else None

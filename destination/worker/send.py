@@ -6,7 +6,7 @@ import os
 
 import requests
 
-from .retry import Outcome
+from destination.worker.retry import Outcome
 
 USER_AGENT = "metronome-destination/0.1"
 

@@ -7,10 +7,10 @@ import orjson
 import pytest
 import requests
 
-from destination import exact
-from destination.app import create_app
-from destination.mapping_store import compile_text
 from conftest import BIG, LONG, ROOT, WRITE_KEY, LiveService, track, wait_until, with_numbers
+from destination.app import create_app
+from destination.mapping.versions import compile_text
+from destination.payload import exact
 
 ADMIN = "admin-token-one"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from destination.app import create_app
 from conftest import BIG, LONG, ROOT, LiveService, wait_until, with_numbers
+from destination.app import create_app
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 ADMIN = "page-admin-token"

@@ -8,11 +8,13 @@ import hmac
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
-from destination.app import create_app
-from destination.queue_sqlite import SQLiteQueue
 from conftest import DATA, write_key_header
+from destination.app import create_app
+from destination.queue.sqlite import SQLiteQueue
 
 EXAMPLES = 10_000
 SECRET = "fuzz-webhook-secret"

@@ -108,7 +108,7 @@ def test_unknown_event_types_are_answered_200_as_filtered(client, queue):
 
 
 def test_sampling_takes_every_request_at_first_then_one_per_interval():
-    from destination.receive import Sampler
+    from destination.intake.pipeline import Sampler
 
     sampler = Sampler(warmup=3, interval_ms=100)
     assert [sampler.take(1000) for _ in range(3)] == [True, True, True]  # warm-up: timing ignored
@@ -117,7 +117,7 @@ def test_sampling_takes_every_request_at_first_then_one_per_interval():
 
 
 def test_unsampled_requests_still_store_every_event(app, client, queue, clock):
-    from destination.receive import Sampler
+    from destination.intake.pipeline import Sampler
 
     app.extensions["destination"].sampler = Sampler(warmup=2, interval_ms=3_600_000)
     for i in range(5):
@@ -139,8 +139,8 @@ def test_a_nul_in_an_id_refuses_that_event_only(client, queue, clock, field, cod
 
 
 def test_a_nul_in_a_message_id_the_mapping_does_not_use_is_stored_unsearchable(queue, clock):
-    from destination.mapping import compile_mapping_set
-    from destination.receive import process_events
+    from destination.intake.pipeline import process_events
+    from destination.mapping.mapping_set import compile_mapping_set
 
     mappings = compile_mapping_set({"mappings": [{
         "name": "hashed id", "trigger": {"path": "$.type", "equals": "track"},

@@ -5,8 +5,8 @@ import orjson
 import pytest
 
 from conftest import WRITE_KEY, LiveService, track, write_key_header
-from destination import receive
 from destination.app import create_app
+from destination.intake import pipeline
 
 AUTH = (WRITE_KEY, "")
 
@@ -80,7 +80,7 @@ def test_a_declared_length_over_the_limit_gets_413_before_the_body_is_read(app, 
 def test_an_unexpected_failure_is_a_500_with_retry_after_and_stores_nothing(client, queue, clock, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
-    monkeypatch.setattr(receive, "process_events", broken)
+    monkeypatch.setattr(pipeline, "process_events", broken)
     response = client.post("/v1/batch", json=[track("m1", clock.iso())], auth=AUTH, headers={"X-Request-Id": "req-1"})
     assert (response.status_code, response.json["code"]) == (500, "internal_error")
     assert response.headers["Retry-After"] == "5" and response.headers["X-Request-Id"] == "req-1"

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
-from destination.app import create_app
 from conftest import ROOT, LiveService, wait_until
+from destination.app import create_app
 
 KEYS = {"seg-write-key": "segment", "rudder-write-key": "rudder", "pk_us_cio-write-key": "customerio", "node-write-key": "node"}
 NODE_DIR = ROOT / "tests" / "node"

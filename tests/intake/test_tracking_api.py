@@ -11,10 +11,10 @@ from datetime import datetime, timedelta, timezone
 import orjson
 import pytest
 
-from destination.app import create_app
-from destination.parse import Envelope, expand
-from destination.receive import BATCH_PATHS, SINGLE_PATHS, WEBHOOK_PATHS
 from conftest import DATA, WRITE_KEY, track
+from destination.app import create_app
+from destination.intake.parse import Envelope, expand
+from destination.intake.pipeline import BATCH_PATHS, SINGLE_PATHS, WEBHOOK_PATHS
 
 AUTH = (WRITE_KEY, "")
 VECTORS = json.loads((DATA / "signatures.json").read_text())

@@ -2,12 +2,13 @@
 import json
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 from jsonpath_ng.ext import parse as jsonpath
 
-from destination.errors import ConfigError, EventRefused
-from destination.mapping import compile_mapping_set, compile_path, load_mapping_set, map_event
 from conftest import ROOT
+from destination.errors import ConfigError, EventRefused
+from destination.mapping.mapping_set import compile_mapping_set, compile_path, load_mapping_set, map_event
 
 DEFAULT = load_mapping_set(ROOT / "mappings" / "default.json")
 
@@ -74,7 +75,7 @@ def test_fast_dotted_getter_agrees_with_jsonpath_ng(document, keys):
 @given(json_values, st.lists(st.sampled_from(["a", "b", "c_1"]), min_size=1, max_size=3))
 def test_a_dotted_single_value_lookup_agrees_with_jsonpath_ng(document, keys):
     """compile_single answers dotted paths without lists; it must give jsonpath-ng's one match, or None."""
-    from destination.mapping_sources import compile_single
+    from destination.mapping.sources import compile_single
 
     path = "$." + ".".join(keys)
     matches = [m.value for m in jsonpath(path).find(document)]

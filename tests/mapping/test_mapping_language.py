@@ -7,10 +7,10 @@ import orjson
 import pytest
 import requests
 
-from destination.errors import EventRefused
-from destination.mapping import compile_mapping_set, load_mapping_set, map_event
-from destination.receive import process_events
 from conftest import ROOT, wait_until
+from destination.errors import EventRefused
+from destination.intake.pipeline import process_events
+from destination.mapping.mapping_set import compile_mapping_set, load_mapping_set, map_event
 
 BASE = {"name": "m", "trigger": {"path": "$.type", "equals": "track"},
         "fields": {"transaction_id": {"path": "$.messageId"}, "customer_id": {"path": ["$.userId", "$.anonymousId"]},
@@ -213,8 +213,8 @@ def test_the_api_calls_example_flattens_renames_and_adds_a_default():
 
 @pytest.fixture
 def llm_service(settings, queue, clock, sandbox):
-    from destination.app import create_app
     from conftest import LiveService
+    from destination.app import create_app
 
     settings = settings.replace(mappings_path=str(ROOT / "mappings" / "llm_tokens.json"))
     live = LiveService(create_app(settings, queue=queue, clock=clock), settings, queue, clock).start()

@@ -5,16 +5,17 @@ import logging
 
 import orjson
 import pytest
-from hypothesis import given, strategies as st
 import requests
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
-from destination import logs
-from destination.app import create_app
-from destination.queue_postgres import PostgresQueue
-from destination.startup import platform_warnings
-from destination.worker import HALT
 from conftest import WRITE_KEY, track, wait_until
+from destination.app import create_app
+from destination.ops import logs
+from destination.queue.halt import HALT
+from destination.queue.postgres import PostgresQueue
+from destination.startup import platform_warnings
 
 ADMIN = "admin-token-one"
 

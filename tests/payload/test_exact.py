@@ -2,9 +2,10 @@
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from destination import exact
+from destination.payload import exact
 
 # (JSON literal as sent, string Metronome must receive)
 PROPERTY_STRINGS = [

@@ -2,10 +2,11 @@
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from destination.errors import EventRefused
-from destination.timestamps import EPOCH, epoch_ms, format_ms, parse_timestamp, rfc3339_ms, to_rfc3339
+from destination.payload.timestamps import EPOCH, epoch_ms, format_ms, parse_timestamp, rfc3339_ms, to_rfc3339
 
 CASES = [
     ("2026-11-20T12:30:00.123+00:00", "2026-11-20T12:30:00.123Z"),  # segment-analytics-python
@@ -74,7 +75,7 @@ def test_same_length_nonsense_is_refused_by_the_fast_path_too(value):
 
 
 def test_texts_already_read_are_remembered_within_a_bound_and_refusals_never_are():
-    from destination import timestamps
+    from destination.payload import timestamps
 
     for second in range(timestamps._KNOWN_MAX + 10):
         text = f"2026-11-20T12:{second // 60 % 60:02d}:{second % 60:02d}.{second // 3600:03d}Z"

@@ -1,11 +1,12 @@
 """The ingest contract, checked before an event is queued."""
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from destination.errors import EventRefused
-from destination.exact import NumberOutOfRange, to_metronome_string
-from destination.timestamps import epoch_ms, parse_timestamp
-from destination.validate import build_usage_event, outside_window, property_strings
+from destination.payload.exact import NumberOutOfRange, to_metronome_string
+from destination.payload.timestamps import epoch_ms, parse_timestamp
+from destination.payload.validate import build_usage_event, outside_window, property_strings
 
 NOW_MS = epoch_ms(parse_timestamp("2026-11-22T12:00:00Z"))
 DAY_MS = 86_400_000

@@ -5,9 +5,9 @@ import threading
 from contextlib import contextmanager
 
 import pytest
-
-from destination.group_commit import GroupCommit
 from test_queue import events, open_store  # noqa: F401  (the fixture, on both backends)
+
+from destination.queue.group_commit import GroupCommit
 
 
 class Store:

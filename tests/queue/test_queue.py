@@ -5,11 +5,11 @@ import threading
 
 import pytest
 
-from destination import migrations
-from destination.queue import DeadLetter, DeliveryNote, QueuedEvent
-from destination.queue_postgres import PostgresQueue
-from destination.queue_sqlite import SQLiteQueue
 from conftest import requires_postgres, wait_until
+from destination.queue import migrations
+from destination.queue.outbox import DeadLetter, DeliveryNote, QueuedEvent
+from destination.queue.postgres import PostgresQueue
+from destination.queue.sqlite import SQLiteQueue
 
 
 def events(n, start=0):
@@ -203,8 +203,8 @@ def test_concurrent_claimers_never_share_an_event(open_store):
 
 def test_processes_starting_together_seed_the_mappings_once(open_store, tmp_path):
     """Eight stores on separate connections seed at the same instant: exactly one version results."""
-    from destination.mapping_store import MappingStore
     from conftest import ROOT
+    from destination.mapping.versions import MappingStore
 
     stores = [MappingStore(open_store(), ROOT / "mappings" / "default.json") for _ in range(8)]
     start = threading.Barrier(8)
@@ -471,7 +471,7 @@ def test_the_log_finds_attempts_in_every_block_of_ids(open_store, backend):
 
 
 def test_a_customer_search_walks_the_blocks_newest_first_and_stops_at_its_limit(open_store, backend, monkeypatch):
-    from destination import queue_sql
+    from destination.queue import sql as queue_sql
 
     monkeypatch.setattr(queue_sql, "BLOCKS_PER_PROBE", 1)  # one block a probe, so the walk shows
     queue = open_store()

@@ -1,7 +1,7 @@
 """Batching is pure: count cap, byte cap, and halves for splitting."""
 from dataclasses import dataclass
 
-from destination.batch import batches, body, halves
+from destination.worker.batch import batches, body, halves
 
 
 @dataclass

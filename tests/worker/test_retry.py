@@ -3,8 +3,17 @@ import random
 
 import pytest
 
-from destination.retry import (DeadLetter, Delivered, Halt, Outcome, RetryLater, RetryPolicy, Split, decide,
-                               retry_after_seconds)
+from destination.worker.retry import (
+    DeadLetter,
+    Delivered,
+    Halt,
+    Outcome,
+    RetryLater,
+    RetryPolicy,
+    Split,
+    decide,
+    retry_after_seconds,
+)
 
 POLICY = RetryPolicy(base_s=1, cap_s=60, halt_probe_s=30)
 NOW = 1_800_000_000.0

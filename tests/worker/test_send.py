@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from destination.send import USER_AGENT, Sender
+from destination.worker.send import USER_AGENT, Sender
 
 
 class Capture(http.server.BaseHTTPRequestHandler):

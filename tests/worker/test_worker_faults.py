@@ -8,8 +8,8 @@ import time
 import pytest
 import requests
 
-from destination.worker import halt_state
 from conftest import ROOT, TOKEN, machine_clock, store_env, track, wait_until
+from destination.queue.halt import halt_state
 
 
 @pytest.fixture
@@ -86,7 +86,7 @@ def test_403_keeps_everything_queued_and_resumes_when_the_token_works(service, s
 
 
 def test_events_past_the_window_before_delivery_are_dead_lettered(app, queue, settings, clock, sandbox):
-    from destination.delivery import build_worker
+    from destination.worker.build import build_worker
 
     client = app.test_client()
     client.post("/v1/events", json=track("ageing", clock.iso(-33 * 86400)), auth=("test-write-key", ""))
@@ -153,7 +153,7 @@ class CountingQueue:
 
 
 def test_a_claim_of_ten_batches_is_acked_in_one_transaction(settings, queue, sandbox, app, clock):
-    from destination.delivery import build_worker
+    from destination.worker.build import build_worker
 
     answer = app.test_client().post("/v1/events", json=[track(f"b{i:04d}", clock.iso()) for i in range(1000)],
                                     auth=("test-write-key", ""))
@@ -169,7 +169,7 @@ def test_a_round_of_batches_is_in_flight_at_once(settings, queue, sandbox, app, 
     """Four batches reach Metronome while every answer is still held: round trips overlap."""
     import threading
 
-    from destination.delivery import build_worker
+    from destination.worker.build import build_worker
 
     app.test_client().post("/v1/events", json=[track(f"r{i:03d}", clock.iso()) for i in range(400)],
                            auth=("test-write-key", ""))
@@ -188,7 +188,7 @@ def test_a_round_of_batches_is_in_flight_at_once(settings, queue, sandbox, app, 
 
 
 def test_delivered_batches_are_acked_before_a_failure_is_recorded(settings, queue, sandbox, app, clock):
-    from destination.delivery import build_worker
+    from destination.worker.build import build_worker
 
     cue(sandbox, script=[{"status": 200}, {"status": 200}, {"status": 503}])
     app.test_client().post("/v1/events", json=[track(f"f{i:03d}", clock.iso()) for i in range(500)],
@@ -203,8 +203,8 @@ def test_delivered_batches_are_acked_before_a_failure_is_recorded(settings, queu
 
 
 def test_with_metronome_unreachable_one_batch_probes_and_the_pause_grows(settings, queue, app, clock):
-    from destination.delivery import build_worker
-    from destination.worker import PAUSED_UNTIL
+    from destination.worker.build import build_worker
+    from destination.worker.loop import PAUSED_UNTIL
 
     app.test_client().post("/v1/events", json=[track(f"u{i:03d}", clock.iso()) for i in range(500)],
                            auth=("test-write-key", ""))
@@ -228,7 +228,7 @@ def test_send_threads_are_kept_between_rounds_and_a_stuck_one_is_replaced():
     request (past the shutdown grace, say) does not hold up the next round."""
     import threading
 
-    from destination.worker import SendThreads
+    from destination.worker.loop import SendThreads
 
     threads = SendThreads()
     ran_on: list[tuple[int, int]] = []

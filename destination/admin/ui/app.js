@@ -23,7 +23,7 @@ async function api(method, path, body) {
 // id past 2^53, a decimal of more than 15 digits), so the page would show, preview and save a
 // value nobody sent: a mapping's operand would stop matching. Where the browser gives a number's
 // source text, such a number is kept as raw JSON, which JSON.stringify writes back verbatim.
-// Such a number: more than 15 significant digits, or a 3-digit exponent (as exact.py judges a literal).
+// Such a number: more than 15 significant digits, or a 3-digit exponent (as payload/exact.py judges a literal).
 function parseExact(text) {
   if (typeof JSON.rawJSON !== "function") return JSON.parse(text);  // an older browser: as before
   return JSON.parse(text, (key, value, context) =>
