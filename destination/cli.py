@@ -1,4 +1,4 @@
-"""`metronome-destination serve | worker | migrate | check | sandbox`: settings from the environment,
+"""`metronome-destination serve | worker | migrate | check | wait | sandbox`: settings from the environment,
 `--flag` overrides. Exit codes: 0 ok, 1 a check failed, 2 bad settings or mappings."""
 from __future__ import annotations
 
@@ -57,21 +57,28 @@ def _parser() -> argparse.ArgumentParser:
     check = command("check", _check, "Check settings, mappings, the database and the Metronome token.",
                     "Exit 0 when everything works; otherwise print each problem and exit 1 (2 for bad settings).")
     check.add_argument("--skip-token", action="store_true", help="Do not call Metronome (offline checks only).")
-    sandbox = command("sandbox", _sandbox, "Run a local Metronome-compatible /v1/ingest.",
-                      "A local Metronome /v1/ingest with read-back at /sandbox/events and /sandbox/totals.", settings=False)
+    wait = command("wait", _wait, "Wait until every queued event is delivered or set aside.",
+                   "Exit 0 once the queue is empty; 1 if events are still queued after --timeout seconds.")
+    wait.add_argument("--timeout", type=float, default=30, help="Seconds to wait at most (default 30).")
+    sandbox = command("sandbox", _sandbox, "Run a local Metronome: ingest, customers, metrics, usage, invoices.",
+                      "A local Metronome for development: the API's billing loop in memory, with read-back at "
+                      "/sandbox/events and /sandbox/totals.", settings=False)
     sandbox.add_argument("--host", default="127.0.0.1", help="Listen address (default 127.0.0.1).")
     sandbox.add_argument("--port", type=int, default=8090, help="Listen port (default 8090).")
     sandbox.add_argument("--token", action="append", default=None, help=f"Accepted bearer token (repeatable; default {SANDBOX_TOKEN}).")
+    sandbox.add_argument("--seed", default="none", help="Start from a seed file: a path, `guide` (the shipped one) or `none` (default).")
+    sandbox.add_argument("--max-property-bytes", type=int, default=256,
+                         help="Refuse a batch holding a longer property value, as Metronome does (default 256).")
     return parser
 
 
-def _settings(args, role: str, **forced) -> config.Settings:
+def _settings(args, role: str, need_token: bool = True, **forced) -> config.Settings:
     from destination.startup import prepare
 
     names = {s.name for s in config.SETTINGS}
     overrides = {k: v for k, v in vars(args).items() if k in names}
     overrides.update(forced)
-    settings = config.load_settings(overrides=overrides)
+    settings = config.load_settings(overrides=overrides, need_token=need_token)
     prepare(settings, role)
     return settings
 
@@ -102,7 +109,10 @@ def _serve(args) -> int:
 def _start_sandbox(settings):
     from destination.sandbox.server import SandboxServer
 
-    sandbox = SandboxServer(port=settings.sandbox_port, tokens=(SANDBOX_TOKEN,)).start()
+    sandbox = SandboxServer(port=settings.sandbox_port, tokens=(SANDBOX_TOKEN,),
+                            max_property_bytes=settings.sandbox_max_property_bytes)
+    _seed(sandbox, settings.sandbox_seed)
+    sandbox.start()
     changes = {"metronome_base_url": sandbox.url, "metronome_api_token": SANDBOX_TOKEN}
     if not settings.write_keys and not settings.allow_unauthenticated:
         # Sandbox mode never reaches Metronome, so a well-known demo key is safe and lets the
@@ -182,12 +192,48 @@ def _sandbox(args) -> int:
     from destination.sandbox.server import SandboxServer
 
     configure()
-    server = SandboxServer(args.host, args.port, tokens=tuple(args.token or (SANDBOX_TOKEN,)))
-    log.info("Metronome sandbox on %s/v1/ingest (tokens: %d)", server.url, len(server.state.tokens))
+    server = SandboxServer(args.host, args.port, tokens=tuple(args.token or (SANDBOX_TOKEN,)),
+                           max_property_bytes=args.max_property_bytes)
+    _seed(server, args.seed)
+    log.info("Metronome sandbox on %s (tokens: %d)", server.url, len(server.state.tokens))
     try:
         server.server.serve_forever()
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _seed(sandbox, seed: str) -> None:
+    """Load a seed into the sandbox and print what it made; a bad seed stops the command (exit 2)."""
+    from destination.sandbox.seed import load_seed, read_seed
+
+    if seed.lower() in ("none", ""):
+        return
+    try:
+        lines = load_seed(sandbox.state, read_seed(seed))
+    except ValueError as exc:
+        raise ConfigError(f"SANDBOX_SEED: {exc}") from None
+    print(f"sandbox seeded from {seed}:\n  " + "\n  ".join(lines), flush=True)
+
+
+def _wait(args) -> int:
+    """For scripts and the quickstart: delivery is asynchronous, so a read-back waits for it here."""
+    import time
+
+    from destination.queue.connect import open_queue
+
+    settings = _settings(args, "wait", need_token=False)
+    queue = open_queue(settings, migrate=False)
+    deadline = time.monotonic() + args.timeout
+    try:
+        while (depth := queue.depth()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        queue.close()
+    if depth:
+        print(f"{depth} event(s) still queued after {args.timeout:g} s; see /readyz and the worker's log")
+        return 1
+    print("every accepted event was delivered or set aside as a dead letter")
     return 0
 
 

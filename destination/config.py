@@ -119,6 +119,8 @@ SETTINGS = [
     Setting("log_level", "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Lowest level logged."),
     Setting("sandbox", "SANDBOX", _bool, "false", "Deliver to the built-in Metronome sandbox instead of Metronome."),
     Setting("sandbox_port", "SANDBOX_PORT", _number_range(int, 0, 65535), "8090", "Port of the built-in sandbox."),
+    Setting("sandbox_seed", "SANDBOX_SEED", str, "guide", "What the built-in sandbox starts with: `guide` (Metronome's testing guide: a customer, metrics, a rate card), a seed file's path, or `none`."),
+    Setting("sandbox_max_property_bytes", "SANDBOX_MAX_PROPERTY_BYTES", _number_range(int, 1, 1_000_000), "256", "The sandbox refuses a batch holding a longer property value, as Metronome does."),
 ]
 
 
@@ -149,8 +151,10 @@ def add_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -
                 parser.add_argument(flag, dest=setting.name, default=None, metavar=setting.env, help=text)
 
 
-def load_settings(env: dict | None = None, overrides: dict | None = None) -> Settings:
-    """Read, parse and check every setting; raise ConfigError naming each bad one."""
+def load_settings(env: dict | None = None, overrides: dict | None = None, need_token: bool = True) -> Settings:
+    """Read, parse and check every setting; raise ConfigError naming each bad one.
+
+    `need_token=False` for commands that never call Metronome (`wait`)."""
     env = os.environ if env is None else env
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
     values, problems = {}, []
@@ -166,7 +170,7 @@ def load_settings(env: dict | None = None, overrides: dict | None = None) -> Set
         except ValueError as exc:
             shown = "(hidden)" if setting.secret else repr(text)
             problems.append(f"{setting.env}={shown}: {exc}")
-    if not problems and not values["sandbox"] and not values["metronome_api_token"]:
+    if need_token and not problems and not values["sandbox"] and not values["metronome_api_token"]:
         problems.append("METRONOME_API_TOKEN: required (or run with --sandbox to use the built-in sandbox)")
     if problems:
         raise ConfigError("invalid settings:\n  " + "\n  ".join(problems))
