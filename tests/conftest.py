@@ -82,10 +82,19 @@ def machine_clock() -> AnchoredClock:
 
 @pytest.fixture
 def sandbox(clock):
-    server = SandboxServer(tokens=(TOKEN,), clock=clock).start()
+    """The local Metronome on loopback. Every answer it gives, and every batch the worker sends it,
+    is checked against Metronome's official schemas (metronome_spec.py); a mismatch fails the test."""
+    from metronome_spec import Conformance
+
+    server = SandboxServer(tokens=(TOKEN,), clock=clock)
+    conformance = Conformance()
+    conformance.attach(server.app)
+    server.conformance = conformance
+    server.start()
     yield server
     server.state.release.set()
     server.stop()
+    assert not conformance.problems, "the sandbox left Metronome's spec:\n" + "\n".join(conformance.problems[:20])
 
 
 @pytest.fixture(params=BACKENDS)

@@ -16,7 +16,7 @@ def run(*args, env=None, timeout=30):
                           timeout=timeout, env=env)
 
 
-@pytest.mark.parametrize("command", [[], ["serve"], ["worker"], ["migrate"], ["check"], ["sandbox"]])
+@pytest.mark.parametrize("command", [[], ["serve"], ["worker"], ["migrate"], ["check"], ["wait"], ["sandbox"]])
 def test_every_subcommand_has_help(command):
     result = run(*command, "--help")
     assert result.returncode == 0 and "usage: metronome-destination" in result.stdout
