@@ -23,9 +23,9 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from destination.payload import exact  # noqa: E402
 from destination.intake.pipeline import process_events  # noqa: E402
 from destination.mapping.mapping_set import load_mapping_set  # noqa: E402
+from destination.payload import exact  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 import loadgen  # noqa: E402
