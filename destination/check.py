@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import requests
 
+from destination import USER_AGENT
 from destination.errors import ConfigError
 from destination.mapping.mapping_set import load_mapping_set
 from destination.queue import migrations
 from destination.queue.connect import open_queue
-from destination.worker.send import USER_AGENT
 
 
 @dataclass(frozen=True)

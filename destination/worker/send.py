@@ -6,9 +6,8 @@ import os
 
 import requests
 
+from destination import USER_AGENT
 from destination.worker.retry import Outcome
-
-USER_AGENT = "metronome-destination/0.1"
 
 
 class Sender:

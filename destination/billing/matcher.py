@@ -1,0 +1,179 @@
+"""Will this usage event bill? A pure verdict from the event and the account's catalog.
+
+Metronome answers 200 to an event that matches no billable metric, or names no customer, and
+that usage bills nothing. The matcher applies Metronome's matching rules (see the sandbox's
+`matching.py` for the oracle the tests hold it to) and, when an event bills nothing, says why
+and what to fix. Metrics are indexed by the event types they accept, so an event is tested only
+against the metrics that could take it.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field
+
+MISSING = object()
+DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z")
+# Problems that lose the usage for good; `hold` sets such events aside. The others may resolve
+# by themselves (an alias added later matches events already sent).
+LOSES_USAGE = frozenset({"no_billable_metric", "missing_aggregation_property", "aggregation_value_not_numeric",
+                         "property_value_too_long"})
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    id: str
+    name: str
+    event_types: frozenset | None  # in_values; None: any type
+    not_event_types: frozenset
+    filters: tuple  # the property_filters, as Metronome gives them
+    aggregation_type: str
+    aggregation_key: str | None
+    group_keys: tuple
+    sql: bool = False
+
+    @classmethod
+    def from_api(cls, data: dict) -> "Metric":
+        types = data.get("event_type_filter") or {}
+        return cls(data["id"], data["name"], frozenset(types["in_values"]) if "in_values" in types else None,
+                   frozenset(types.get("not_in_values", ())), tuple(data.get("property_filters") or ()),
+                   data.get("aggregation_type") or "", data.get("aggregation_key"),
+                   tuple(k for group in data.get("group_keys") or () for k in group), bool(data.get("sql")))
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    code: str
+    message: str
+
+    def as_json(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(slots=True)
+class Verdict:
+    bills: list = field(default_factory=list)  # (metric, what the event adds, group values)
+    problems: list = field(default_factory=list)
+
+    @property
+    def loses_usage(self) -> bool:
+        return any(p.code in LOSES_USAGE for p in self.problems)
+
+    def as_json(self) -> dict:
+        """`bills`: true, false, or null when the event could not be checked."""
+        unchecked = any(p.code == "catalog_unavailable" for p in self.problems)
+        out: dict = {"bills": None if unchecked else bool(self.bills) and not self.loses_usage}
+        if self.bills:
+            out["metrics"] = [{"id": m.id, "name": m.name, "adds": adds, **({"groups": groups} if groups else {})}
+                              for m, adds, groups in self.bills]
+        if self.problems:
+            out["problems"] = [p.as_json() for p in self.problems]
+        return out
+
+
+class Catalog:
+    """The account as far as billing needs it: live metrics, and the customer ids looked up so far."""
+
+    def __init__(self, metrics: list[Metric], customers: dict[str, bool], refreshed_ms: int | None):
+        self.metrics = [m for m in metrics]
+        self.customers = customers  # id or alias -> known (True) or looked up and not found (False)
+        self.refreshed_ms = refreshed_ms
+        self.untyped = tuple(m for m in metrics if m.event_types is None)
+        self.by_type: dict[str, tuple] = {}
+        for metric in metrics:
+            for event_type in metric.event_types or ():
+                self.by_type[event_type] = self.by_type.get(event_type, self.untyped) + (metric,)
+        self.has_sql = any(m.sql for m in metrics)
+
+
+def verdict(event: dict, catalog: Catalog | None, max_property_bytes: int) -> Verdict:
+    """What this usage event (as Metronome receives it) will bill, and every reason it will not."""
+    out = Verdict()
+    properties = event.get("properties") or {}
+    for key, value in properties.items():
+        if len(value) * 4 > max_property_bytes and len(value.encode()) > max_property_bytes:  # 4 bytes a char at most
+            out.problems.append(Problem("property_value_too_long", f"property {key!r} is {len(value.encode())} bytes; "
+                                        f"Metronome refuses a batch holding a value over {max_property_bytes} bytes. "
+                                        f"Exclude it in the mapping, or cut it with a transform"))
+    if catalog is None:
+        out.problems.append(Problem("catalog_unavailable", "the billing catalog could not be read from Metronome yet, "
+                                    "so this event was not checked"))
+        return out
+    _metrics(event["event_type"], properties, catalog, out)
+    known = catalog.customers.get(event["customer_id"], MISSING)
+    if known is MISSING:
+        out.problems.append(Problem("customer_lookup_pending", f"customer_id {event['customer_id']!r} is being looked up "
+                                    "in Metronome; the next events will say whether it is known"))
+    elif known is False:
+        out.problems.append(Problem("unknown_customer", f"no Metronome customer has the id or ingest alias "
+                                    f"{event['customer_id']!r}. Its usage bills once a customer gets that alias"))
+    return out
+
+
+def _metrics(event_type: str, properties: dict, catalog: Catalog, out: Verdict) -> None:
+    nearest = None  # (metric, the filter it failed): the best hint when nothing matches
+    for metric in catalog.by_type.get(event_type, catalog.untyped):
+        if metric.sql or event_type in metric.not_event_types:
+            continue
+        failed = _failed_filter(metric, properties)
+        if failed is not None:
+            nearest = nearest or (metric, failed)
+            continue
+        adds = _adds(metric, properties, out)
+        if adds is not None:
+            out.bills.append((metric, adds, {k: properties[k] for k in metric.group_keys if k in properties}))
+    if out.bills or any(p.code == "aggregation_value_not_numeric" for p in out.problems) or catalog.has_sql:
+        return  # a SQL metric cannot be evaluated here: it may match, so say nothing
+    if nearest is not None:
+        metric, rule = nearest
+        if rule.get("exists") is True and rule["name"] == metric.aggregation_key:
+            out.problems.append(Problem("missing_aggregation_property", f"metric {metric.name!r} sums property "
+                                        f"{rule['name']!r}, which this event lacks: map it into the properties"))
+        else:
+            out.problems.append(Problem("no_billable_metric", f"metric {metric.name!r} takes event_type {event_type!r} "
+                                        f"but its filter {_describe(rule)} does not pass"))
+        return
+    out.problems.append(Problem("no_billable_metric", _no_metric_message(event_type, catalog)))
+
+
+def _failed_filter(metric: Metric, properties: dict) -> dict | None:
+    for rule in metric.filters:
+        value = properties.get(rule["name"])
+        if rule.get("exists") is True and value is None:
+            return rule
+        if rule.get("exists") is False and value is not None:
+            return rule
+        if "in_values" in rule and value not in rule["in_values"]:
+            return rule
+        if value is not None and value in rule.get("not_in_values", ()):
+            return rule
+    return None
+
+
+def _adds(metric: Metric, properties: dict, out: Verdict) -> str | None:
+    if metric.aggregation_type == "COUNT":
+        return "1"
+    value = properties.get(metric.aggregation_key)
+    if metric.aggregation_type in ("SUM", "MAX", "LATEST") and not DECIMAL.match(value or ""):
+        out.problems.append(Problem("aggregation_value_not_numeric", f"metric {metric.name!r} reads property "
+                                    f"{metric.aggregation_key!r} as a number, but it is {value!r}: it adds nothing"))
+        return None
+    return value
+
+
+def _describe(rule: dict) -> str:
+    if rule.get("exists") is not None:
+        return f"{rule['name']!r} {'exists' if rule['exists'] else 'is absent'}"
+    if "in_values" in rule:
+        return f"{rule['name']!r} in {rule['in_values']}"
+    return f"{rule['name']!r} not in {rule.get('not_in_values')}"
+
+
+def _no_metric_message(event_type: str, catalog: Catalog) -> str:
+    types = sorted({t for m in catalog.metrics if not m.sql for t in m.event_types or ()})
+    close = difflib.get_close_matches(event_type, types, n=1, cutoff=0.6)
+    if close:
+        names = [m.name for m in catalog.by_type[close[0]] if m.event_types]
+        return (f"no billable metric takes event_type {event_type!r}; did you mean {close[0]!r} "
+                f"(metric {names[0]!r})? Fix the mapping's event_type, or create a metric for it")
+    return f"no billable metric takes event_type {event_type!r}: create one in Metronome, or map to one of {types[:10]}"
