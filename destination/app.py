@@ -10,6 +10,8 @@ import orjson
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
+from destination.billing.catalog import CatalogCache
+from destination.billing.judge import BillingCheck
 from destination.config import Settings
 from destination.errors import ConfigError
 from destination.intake.pipeline import Sampler
@@ -32,6 +34,7 @@ class Runtime:
     mappings: MappingStore
     clock: Callable[[], float] = field(default=time.time)
     sampler: Sampler = field(default_factory=Sampler)  # which requests leave events for previews
+    billing: BillingCheck | None = None  # BILLING_CHECK warn or hold; None when off
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -60,7 +63,10 @@ def create_app(settings: Settings, queue: Queue | None = None, clock: Callable[[
         raise  # an invalid shipped mapping stops startup, saying where
     except Exception:  # the database is down: start anyway, so /readyz can say so; seeding retries on use
         log.exception("could not read the stored mappings at startup; will retry")
-    runtime = Runtime(settings, queue, mappings, clock)
+    billing = None
+    if settings.billing_check != "OFF":
+        billing = BillingCheck(settings.billing_check.lower(), CatalogCache(queue, clock), settings.max_property_value_bytes)
+    runtime = Runtime(settings, queue, mappings, clock, billing=billing)
     app.extensions["destination"] = runtime
 
     from destination.admin.api import blueprint as admin  # operators and admins; auth: ADMIN_TOKENS

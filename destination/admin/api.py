@@ -6,16 +6,21 @@ dead letters: list, filter, inspect, replay and delete; and the delivery log.
 """
 from __future__ import annotations
 
+import time
+
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
 from destination.admin.replay import replay
+from destination.billing import catalog
+from destination.billing.judge import BillingCheck
 from destination.errors import BadRequest, ConfigError, InvalidMapping, NotFound, Unauthorized
 from destination.intake.authenticate import bearer, match_secret
 from destination.intake.pipeline import process_events
 from destination.mapping.versions import compile_text, version_name
 from destination.payload import exact
 
+REFRESH_WAIT_S = 15  # the worker looks for a refresh request every second
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
 MAX_LIMIT = 1000
 REPLAY_PAGE = 500
@@ -125,12 +130,54 @@ def preview():
     now_ms = runtime.now_ms()
     out = []
     for event, source in zip(events, sources):
-        processed = process_events([event], mapping_set, now_ms, runtime.settings.max_event_bytes, source)
+        processed = process_events([event], mapping_set, now_ms, runtime.settings.max_event_bytes, source,
+                                   _preview_billing(runtime))
         [result] = processed.results
         out.append({"event": event, "source": source, "status": result["status"],
                     "usage_events": [orjson.loads(row.payload) for row in processed.rows],
-                    "errors": result.get("errors", [])})
+                    "billing": result.get("billing", []), "errors": result.get("errors", [])})
     return {"valid": True, "mapping_version": mapping_set.version, "events": out}
+
+
+@blueprint.get("/billing/catalog")
+def billing_catalog():
+    """What the billing check knows: the metrics read from Metronome, when, and the customers looked up."""
+    return _catalog_view(_runtime())
+
+
+@blueprint.post("/billing/refresh")
+def billing_refresh():
+    """Ask the worker to read Metronome's metrics now, and wait for it (web processes never call Metronome)."""
+    runtime = _runtime()
+    before = (_stored_catalog(runtime) or {}).get("refreshed_ms")
+    runtime.queue.set_state(catalog.REQUEST_KEY, str(runtime.now_ms()))
+    deadline = time.monotonic() + REFRESH_WAIT_S
+    while runtime.queue.get_state(catalog.REQUEST_KEY) is not None:  # the worker clears it when done
+        if time.monotonic() > deadline:
+            return {"refreshed": False, "message": f"no worker took the refresh within {REFRESH_WAIT_S:g} s; "
+                                                   "is a worker running?", **_catalog_view(runtime)}, 202
+        time.sleep(0.05)
+    if runtime.billing is not None:
+        runtime.billing.cache.get(fresh=True)
+    view = _catalog_view(runtime)
+    return {"refreshed": view["refreshed_ms"] != before, **view}
+
+
+def _stored_catalog(runtime) -> dict | None:
+    raw = runtime.queue.get_state(catalog.KEY)
+    return orjson.loads(raw) if raw else None
+
+
+def _catalog_view(runtime) -> dict:
+    stored = _stored_catalog(runtime) or {"metrics": [], "customers": {}, "refreshed_ms": None, "error": None}
+    known = [cid for cid, (found, _) in stored["customers"].items() if found]
+    return {"billing_check": runtime.settings.billing_check.lower(), "refreshed_ms": stored["refreshed_ms"],
+            "age_s": None if stored["refreshed_ms"] is None else round((runtime.now_ms() - stored["refreshed_ms"]) / 1000, 3),
+            "error": stored.get("error"),
+            "metrics": [{"id": m["id"], "name": m["name"], "event_type_filter": m.get("event_type_filter"),
+                         "aggregation_type": m.get("aggregation_type"), "aggregation_key": m.get("aggregation_key")}
+                        for m in stored["metrics"]],
+            "customers": {"known": sorted(known), "unknown": sorted(set(stored["customers"]) - set(known))}}
 
 
 @blueprint.get("/recent-events")
@@ -173,7 +220,7 @@ def dead_letter(letter_id: int):
 def replay_one(letter_id: int):
     runtime = _runtime()
     return replay(runtime.queue, runtime.mappings.current(), [_letter(letter_id)], runtime.now_ms(),
-                  runtime.settings.max_event_bytes)
+                  runtime.settings.max_event_bytes, _fresh_billing(runtime))
 
 
 @blueprint.post("/dead-letters/replay")
@@ -182,10 +229,11 @@ def replay_many():
     runtime = _runtime()
     filters = _bulk_filters(_body())
     mapping_set = runtime.mappings.current()
+    billing = _fresh_billing(runtime)
     totals = {"replayed": 0, "resolved": 0, "still_dead": 0, "usage_events_queued": 0}
     after = 0
     while page := runtime.queue.find_dead_letters(**filters, after_id=after, limit=REPLAY_PAGE):
-        result = replay(runtime.queue, mapping_set, page, runtime.now_ms(), runtime.settings.max_event_bytes)
+        result = replay(runtime.queue, mapping_set, page, runtime.now_ms(), runtime.settings.max_event_bytes, billing)
         for key in totals:
             totals[key] += result[key]
         after = page[-1]["id"]
@@ -327,3 +375,17 @@ def _limit(default: str = "100") -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}", code="invalid_limit")
     return limit
+
+
+def _preview_billing(runtime):
+    """The preview judges what each usage event bills, but never sets one aside: nothing is stored."""
+    if runtime.billing is None:
+        return None
+    return BillingCheck("warn", runtime.billing.cache, runtime.billing.max_property_bytes)
+
+
+def _fresh_billing(runtime):
+    """A replay judges against the catalog as stored now, not this process's copy of up to a second ago."""
+    if runtime.billing is not None:
+        runtime.billing.cache.get(fresh=True)
+    return runtime.billing

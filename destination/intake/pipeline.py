@@ -13,6 +13,7 @@ from typing import Callable
 
 import orjson
 
+from destination.billing.judge import BillingCheck
 from destination.errors import EventRefused, PayloadTooLarge, QueueUnavailable
 from destination.intake.authenticate import presented_key, source_for, webhook_source
 from destination.intake.parse import expand, inflate, parse_body
@@ -54,17 +55,21 @@ class Processed:
     results: list = field(default_factory=list)
     counts: dict = field(default_factory=lambda: {"accepted": 0, "filtered": 0, "refused": 0})
     samples: list = field(default_factory=list)  # a few raw events, kept for mapping previews
+    unbillable: list = field(default_factory=list)  # (problem code, event_type) per billing problem found
 
 
 def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event_bytes: int,
-                   source: str | None = None) -> Processed:
-    """Map and validate every event; pure, so the benchmark and tests call it directly."""
+                   source: str | None = None, billing: BillingCheck | None = None) -> Processed:
+    """Map and validate every event, and judge what it bills when `billing` is given; pure, so
+    the benchmark and tests call it directly."""
     out = Processed()
     for index, event in enumerate(events):
         raw = exact.dumps(event)
         if index < SAMPLES_PER_REQUEST:
             out.samples.append(raw)
-        accepted, refusals = _process_one(event, raw, mapping_set, now_ms, max_event_bytes, source, out.rows)
+        verdicts: list = []
+        accepted, refusals = _process_one(event, raw, mapping_set, now_ms, max_event_bytes, source, out.rows,
+                                          billing, verdicts)
         status = "refused" if refusals and not accepted else "partial" if refusals else "accepted" if accepted else "filtered"
         out.counts["accepted" if status == "partial" else status] += 1
         result = {"index": index, "status": status}
@@ -72,19 +77,24 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
             result["messageId"] = event["messageId"]
         if accepted:
             result["transaction_ids"] = accepted
+        if verdicts:
+            result["billing"] = [judged.as_json() for judged, _ in verdicts]
+            out.unbillable.extend((p.code, event_type) for judged, event_type in verdicts for p in judged.problems)
         if refusals:
             result["errors"] = [{"mapping": name, "code": r.code, "message": r.message} for name, r in refusals]
             out.dead_letters.extend(
-                DeadLetter(raw, r.code, f"{name}: {r.message}" if name else r.message, mapping_set.version, "receive",
-                           source=source)
+                DeadLetter(raw, r.code, f"{name}: {r.message}" if name else r.message, mapping_set.version,
+                           getattr(r, "stage", "receive"), source=source)
                 for name, r in refusals
             )
         out.results.append(result)
     return out
 
 
-def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_event_bytes: int, source, rows: list):
-    """Return (transaction_ids accepted, [(mapping name, EventRefused)]) and append queue rows."""
+def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_event_bytes: int, source, rows: list,
+                 billing: BillingCheck | None, verdicts: list):
+    """Return (transaction_ids accepted, [(mapping name, EventRefused)]); append queue rows, and
+    each accepted usage event's (verdict, event_type) when billing is checked."""
     if not isinstance(event, dict):
         return [], [(None, EventRefused("not_an_object", f"an event must be a JSON object, not {type(event).__name__}"))]
     if len(raw) > max_event_bytes:
@@ -99,6 +109,12 @@ def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_ev
                 # Two mappings giving one transaction_id would make Metronome drop the second as a
                 # duplicate: lost usage. Refuse it loudly so the admin gives each mapping its own id.
                 raise EventRefused("duplicate_transaction_id", f"another mapping already produced transaction_id {usage.transaction_id!r}")
+            if billing is not None:
+                judged = billing.judge(usage.event)
+                held = billing.held(judged)
+                if held is not None:
+                    raise held
+                verdicts.append((judged, usage.event["event_type"]))
         except EventRefused as refusal:
             refusals.append((mapping.name, refusal))
             continue
@@ -155,11 +171,13 @@ def receive(runtime, route: Route, body: bytes, header: Callable[[str], str | No
     events = expand(envelope, route.default_type, received_ms=now_ms if route.kind == "tracking" else None)
     with _store_unavailable_is_503("read the live mappings"):
         mapping_set = runtime.mappings.current()
-    processed = process_events(events, mapping_set, now_ms, settings.max_event_bytes, source)
+    processed = process_events(events, mapping_set, now_ms, settings.max_event_bytes, source, runtime.billing)
     samples = processed.samples if runtime.sampler.take(now_ms) else ()
     with _store_unavailable_is_503(f"store {len(processed.rows)} events"):
         runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, samples, source)
     metrics.record_received(source, processed.counts, [d.code for d in processed.dead_letters])
+    if processed.unbillable:
+        metrics.record_unbillable(processed.unbillable)
     return orjson.dumps({**processed.counts, "events": processed.results})
 
 

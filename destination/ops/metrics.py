@@ -22,6 +22,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from destination.billing import catalog as billing_catalog
 from destination.ops.metrics_dir import METRICS_DIR_ENV as ENV
 from destination.queue.halt import halt_state
 
@@ -36,6 +37,9 @@ RETRIES = Counter("destination_delivery_retries", "Batches put back for a later 
 RESPONSES = Counter("destination_metronome_responses", "Answers from Metronome's /v1/ingest, by status.", ["status"])
 LATENCY = Histogram("destination_delivery_latency_seconds", "From receipt to Metronome's 200, per usage event.",
                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
+UNBILLABLE = Counter("destination_events_unbillable", "Accepted usage events that will bill nothing (or may not), by reason "
+                     "and event_type.", ["reason", "event_type"])
+EVENT_TYPE_LABELS = 200  # event_type comes from senders: past this many distinct values, the rest count as "other"
 REQUEST_SECONDS = Histogram("destination_metronome_request_seconds", "Duration of one /v1/ingest request.",
                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
@@ -62,6 +66,20 @@ def _per_source(source: str) -> tuple:
     return children
 
 
+_EVENT_TYPES: set[str] = set()
+
+
+def record_unbillable(problems: list[tuple[str, str]]) -> None:
+    """Count (reason, event_type) pairs, with event_type bounded so a sender cannot grow /metrics without end."""
+    for reason, event_type in problems:
+        if event_type not in _EVENT_TYPES:
+            if len(_EVENT_TYPES) >= EVENT_TYPE_LABELS:
+                event_type = "other"
+            else:
+                _EVENT_TYPES.add(event_type)
+        UNBILLABLE.labels(reason, event_type).inc()
+
+
 def record_response(status: int | None, seconds: float) -> None:
     RESPONSES.labels(str(status or "network_error")).inc()
     REQUEST_SECONDS.observe(seconds)
@@ -83,11 +101,15 @@ class StoreCollector:
     def collect(self):
         oldest = self.queue.oldest_pending_ms()
         age = max(0, self.now_ms - oldest) / 1000 if oldest else 0
+        catalog = billing_catalog.parse(self.queue.get_state(billing_catalog.KEY))
+        catalog_age = (self.now_ms - catalog.refreshed_ms) / 1000 if catalog else -1
         for name, text, value in (
             ("destination_queue_depth", "Usage events waiting for delivery.", self.queue.depth()),
             ("destination_oldest_pending_age_seconds", "Age of the oldest queued usage event.", age),
             ("destination_dead_letters", "Events in the dead-letter store.", self.queue.dead_letter_count()),
             ("destination_delivery_halted", "1 while Metronome refuses our token or URL.", 1 if halt_state(self.queue) else 0),
+            ("destination_billing_catalog_age_seconds", "Since the billable metrics were last read from Metronome; "
+                                                        "-1 before the first read.", catalog_age),
         ):
             yield GaugeMetricFamily(name, text, value=value)
 

@@ -50,6 +50,7 @@ class ClaimedEvent:
     timestamp_ms: int
     attempts: int
     received_at_ms: int = 0
+    customer_id: str | None = None  # as the usage event names it: the billing catalog looks it up
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,9 +109,9 @@ class SQLQueue:
         with self._write(durable=False) as db:
             ids = self._lease(db, owner, now_ms + lease_ms, now_ms, limit)
             rows = db.execute(
-                "SELECT id, transaction_id, payload, timestamp_ms, attempts, received_at_ms FROM outbox"
+                "SELECT id, transaction_id, payload, timestamp_ms, attempts, received_at_ms, customer_id FROM outbox"
                 f" WHERE id {self.ids_sql} ORDER BY id", (self._ids(ids),)).fetchall() if ids else []
-        return Claim(owner, [ClaimedEvent(r[0], r[1], bytes(r[2]), r[3], r[4], r[5]) for r in rows])
+        return Claim(owner, [ClaimedEvent(r[0], r[1], bytes(r[2]), r[3], r[4], r[5], r[6]) for r in rows])
 
     def ack_many(self, owner: str, batches: list[tuple[list[int], DeliveryNote | None]]) -> list[int]:
         """Several delivered batches in one transaction: log them, end the leases, remove the rows

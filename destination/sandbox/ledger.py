@@ -157,6 +157,7 @@ class Ledger:
         self.hang_s = 0.0  # accept, then hold the answer this long (crash-between-claim-and-ack tests)
         self.hung = threading.Event()
         self.release = threading.Event()
+        self.api_fault: dict | None = None  # every route but ingest answers this status while set
         # The billing side.
         self.records: dict[str, list[Record]] = {}  # transaction_id -> the original, then each duplicate
         self.seq = 0

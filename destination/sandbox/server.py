@@ -40,6 +40,10 @@ def create_sandbox(tokens=("sandbox-token",), clock=time.time,
     def metronome_auth():
         if request.path.startswith("/v1/") and request.path != "/v1/ingest":
             authorize()
+            if book.api_fault:  # a fault on cue for the read API: {"status": 429, "headers": {...}}
+                answer = ok({"message": "scripted failure"}, book.api_fault["status"])
+                answer.headers.update(book.api_fault.get("headers", {}))
+                return answer
 
     @app.errorhandler(ApiError)
     def api_error(error: ApiError):
@@ -93,6 +97,8 @@ def _readback_routes(app: Flask, book: Ledger) -> None:
             book.reject_ids.update(spec.get("reject_transaction_ids", []))
             if "tokens" in spec:
                 book.tokens = set(spec["tokens"])
+            if "api" in spec:  # every route but ingest answers this until cleared with {"api": null}
+                book.api_fault = spec["api"]
             if "hang_s" in spec:
                 book.hang_s = float(spec["hang_s"])
                 if book.hang_s:

@@ -1,6 +1,10 @@
 """Wire a Worker from settings: one place that turns configuration into sender + policy."""
 from __future__ import annotations
 
+import time
+
+from destination.billing.catalog import Refresher
+from destination.billing.client import MetronomeClient
 from destination.worker.loop import Worker
 from destination.worker.retry import RetryPolicy
 from destination.worker.send import Sender
@@ -13,6 +17,12 @@ def build_worker(settings, queue, clock=None) -> Worker:
                     connections=settings.sends_in_flight)
     policy = RetryPolicy(settings.retry_base_seconds, settings.retry_cap_seconds, settings.halt_probe_seconds)
     kwargs = {"clock": clock} if clock else {}
+    if settings.billing_check != "OFF":
+        client = MetronomeClient(settings.metronome_base_url, settings.metronome_api_token,
+                                 timeout_s=settings.read_timeout_seconds)
+        kwargs["billing"] = Refresher(queue, client, clock or time.time, settings.billing_catalog_refresh_seconds,
+                                      settings.billing_customer_lookups_per_minute, settings.billing_customer_hit_seconds,
+                                      settings.billing_customer_miss_seconds)
     return Worker(queue, sender, policy=policy, lease_s=settings.lease_seconds, claim_size=settings.claim_size,
                   sends_in_flight=settings.sends_in_flight,
                   idle_s=settings.poll_interval_seconds, max_events=settings.batch_max_events,

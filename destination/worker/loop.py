@@ -35,8 +35,9 @@ class Worker:
     def __init__(self, queue: Queue, sender, *, policy: RetryPolicy | None = None, lease_s: float = 60,
                  claim_size: int = 1000, sends_in_flight: int = 1, idle_s: float = 0.5, max_events: int = batching.MAX_EVENTS,
                  max_bytes: int = batching.MAX_BYTES, log_retention_s: float = 7 * 86400, clock=time.time,
-                 rng: random.Random | None = None):
+                 rng: random.Random | None = None, billing=None):
         self.queue = queue
+        self.billing = billing  # a billing catalog Refresher: told each delivered customer_id, run beside delivery
         self.sender = sender
         self.policy = policy or RetryPolicy()
         self.lease_ms = int(lease_s * 1000)
@@ -60,6 +61,8 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Deliver until `stop` is set; the batch in flight finishes, the rest of the claim goes back."""
+        if self.billing is not None:  # Metronome's read API is slow and rate-limited: never on the send path
+            threading.Thread(target=self.billing.run, args=(stop,), name="billing-catalog", daemon=True).start()
         while not stop.is_set():
             try:
                 self._prune_log()
@@ -118,6 +121,8 @@ class Worker:
         if not pending:
             return
         removed = self.queue.ack_many(owner, [([e.id for e in events], note) for events, note in pending])
+        if self.billing is not None:
+            self.billing.saw({e.customer_id for events, _ in pending for e in events if e.customer_id})
         for (events, note), acked in zip(pending, removed):
             # Count the rows the ack removed: if our lease ran out and another worker sent the same
             # events too, Metronome's dedup kept one copy and only one ack counts them.
