@@ -4,8 +4,10 @@ Usage: python bench/mapping_validation.py [--events 20000] [--runs 3]
 Events come in 100-event bodies, each parsed and then mapped and validated as a request would
 be (process_events: map, validate, and serialise each usage event and raw event for storage).
 Runs the default mapping and mappings/llm_tokens.json (three mappings: two usage events from
-each llm_request, with templates and transforms). Prints a table and a JSON line; each figure
-is the median of the runs.
+each llm_request, with templates and transforms), then the default mapping again with the billing
+check (BILLING_CHECK=warn) against a catalog of the guide's metrics, the two interleaved run by run
+so they share the machine's state. Prints a table and a JSON line; each figure is the median of
+the runs.
 """
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from destination.billing.judge import BillingCheck  # noqa: E402
+from destination.billing.matcher import Catalog, Metric  # noqa: E402
 from destination.intake.pipeline import process_events  # noqa: E402
 from destination.mapping.mapping_set import load_mapping_set  # noqa: E402
+from destination.sandbox.seed import read_seed  # noqa: E402
 from destination.payload import exact  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
@@ -73,10 +78,45 @@ def main() -> None:
             parse_rates.append(args.events / (parsing + mapping))
         result[f"{name}_map_validate_events_per_s"] = round(statistics.median(rates))
         result[f"{name}_parse_map_validate_events_per_s"] = round(statistics.median(parse_rates))
+    result.update(billing_check_cost(bodies, args.events, args.runs, now_s))
     print(f"{'metric':40} {'value':>12}")
     for key, value in result.items():
         print(f"{key:40} {value!s:>12}")
     print(json.dumps(result))
+
+
+class StaticCatalog:
+    """The catalog a web process holds between its once-a-second reads: the guide's metrics and
+    an LLM-tokens metric the load generator's events match, with its users known."""
+
+    def __init__(self):
+        metrics = [Metric.from_api(m) for m in read_seed("guide")["billable_metrics"]]
+        self.catalog = Catalog(metrics, {f"user_{i}": True for i in range(500)}, 1)
+
+    def get(self, fresh: bool = False):
+        return self.catalog
+
+
+def billing_check_cost(bodies: list, events: int, runs: int, now_s: float) -> dict:
+    mapping_set = load_mapping_set(ROOT / "mappings" / "default.json")
+    check = BillingCheck("warn", StaticCatalog(), 256)
+    seconds: dict = {"off": [], "warn": []}
+    for run in range(runs):
+        # Alternate which goes first, and count CPU time: on a shared VM, wall time includes
+        # time stolen by other guests, which swung the same measure by a factor of two.
+        for mode, billing in ((("off", None), ("warn", check))[::1 if run % 2 else -1]):
+            spent = 0.0
+            for body in bodies:
+                chunk = exact.loads(body)
+                start = time.process_time()
+                processed = process_events(chunk, mapping_set, int(now_s * 1000), 32 * 1024, billing=billing)
+                spent += time.process_time() - start
+                if billing is not None:
+                    assert processed.results[0]["billing"] == [{"bills": True}], processed.results[0]
+            seconds[mode].append(spent)
+    off, warn = statistics.median(seconds["off"]), statistics.median(seconds["warn"])
+    return {"default_check_off_events_per_s": round(events / off), "default_check_warn_events_per_s": round(events / warn),
+            "billing_check_us_per_event": round((warn - off) / events * 1e6, 2), "warn_vs_off": round(off / warn, 3)}
 
 
 if __name__ == "__main__":

@@ -381,7 +381,7 @@ def _preview_billing(runtime):
     """The preview judges what each usage event bills, but never sets one aside: nothing is stored."""
     if runtime.billing is None:
         return None
-    return BillingCheck("warn", runtime.billing.cache, runtime.billing.max_property_bytes)
+    return BillingCheck("warn", runtime.billing.cache, runtime.billing.max_property_bytes, detail=True)
 
 
 def _fresh_billing(runtime):

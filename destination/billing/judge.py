@@ -13,7 +13,7 @@ changes no answer but the verdict, `catalog_unavailable`.
 from __future__ import annotations
 
 from destination.billing.catalog import CatalogCache
-from destination.billing.matcher import LOSES_USAGE, Verdict, verdict
+from destination.billing.matcher import CLEAN, LOSES_USAGE, Catalog, Verdict, bills_cleanly, verdict
 from destination.errors import EventRefused
 
 MODES = ("off", "warn", "hold")
@@ -26,12 +26,23 @@ class Held(EventRefused):
 
 
 class BillingCheck:
-    def __init__(self, mode: str, cache: CatalogCache, max_property_bytes: int):
+    def __init__(self, mode: str, cache: CatalogCache, max_property_bytes: int, detail: bool = False):
         self.mode, self.cache, self.max_property_bytes = mode, cache, max_property_bytes
+        self.max_chars = max_property_bytes // 4  # no value this short can be too long in UTF-8
         self.hold = mode == "hold"
+        self.detail = detail  # the admin preview shows what each metric gets; the accept path stays short
 
-    def judge(self, usage_event: dict) -> Verdict:
-        return verdict(usage_event, self.cache.get(), self.max_property_bytes)
+    def catalog(self) -> Catalog | None:
+        """The catalog for one request's events: read once, not per event."""
+        return self.cache.get()
+
+    def describe(self, judged: Verdict) -> dict:
+        return judged.as_json() if self.detail else judged.answer()
+
+    def judge(self, usage_event: dict, catalog: Catalog | None) -> Verdict:
+        if not self.detail and catalog is not None and bills_cleanly(usage_event, catalog, self.max_chars):
+            return CLEAN
+        return verdict(usage_event, catalog, self.max_property_bytes)
 
     def held(self, judged: Verdict) -> Held | None:
         """The refusal that sets this event aside in hold mode, or None to deliver it."""

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import difflib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MISSING = object()
-DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z")
+DECIMAL_MATCH = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z").match
+NUMERIC = frozenset({"SUM", "MAX", "LATEST"})  # aggregations that read their property as a number
 # Problems that lose the usage for good; `hold` sets such events aside. The others may resolve
 # by themselves (an alias added later matches events already sent).
+BILLS = {"bills": True}  # the accept path's answer for a clean verdict: one shared object
 LOSES_USAGE = frozenset({"no_billable_metric", "missing_aggregation_property", "aggregation_value_not_numeric",
                          "property_value_too_long"})
 
@@ -31,14 +33,22 @@ class Metric:
     aggregation_key: str | None
     group_keys: tuple
     sql: bool = False
+    # The filters split for speed: most are a bare `exists: true`, tested as a name lookup.
+    required: tuple = ()
+    required_set: frozenset = frozenset()
+    other_filters: tuple = ()
 
     @classmethod
     def from_api(cls, data: dict) -> "Metric":
         types = data.get("event_type_filter") or {}
+        filters = tuple(data.get("property_filters") or ())
+        bare = [f for f in filters if f.get("exists") is True and "in_values" not in f and "not_in_values" not in f]
         return cls(data["id"], data["name"], frozenset(types["in_values"]) if "in_values" in types else None,
-                   frozenset(types.get("not_in_values", ())), tuple(data.get("property_filters") or ()),
+                   frozenset(types.get("not_in_values", ())), filters,
                    data.get("aggregation_type") or "", data.get("aggregation_key"),
-                   tuple(k for group in data.get("group_keys") or () for k in group), bool(data.get("sql")))
+                   tuple(k for group in data.get("group_keys") or () for k in group), bool(data.get("sql")),
+                   tuple(f["name"] for f in bare), frozenset(f["name"] for f in bare),
+                   tuple(f for f in filters if f not in bare))
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,22 +60,35 @@ class Problem:
         return {"code": self.code, "message": self.message}
 
 
-@dataclass(slots=True)
 class Verdict:
-    bills: list = field(default_factory=list)  # (metric, what the event adds, group values)
-    problems: list = field(default_factory=list)
+    """What one usage event bills: each (metric, what it adds), and every problem found."""
+
+    __slots__ = ("bills", "problems", "properties")
+
+    def __init__(self, properties: dict):
+        self.bills: list = []
+        self.problems: list = []
+        self.properties = properties  # for the group values the detailed form shows
 
     @property
     def loses_usage(self) -> bool:
         return any(p.code in LOSES_USAGE for p in self.problems)
 
+    def answer(self) -> dict:
+        """The accept path's form: `{"bills": true}` alone when all is well (most events, so it is one
+        shared object and costs nothing to build), else the whole verdict with its problems."""
+        return BILLS if self.bills and not self.problems else self.as_json()
+
     def as_json(self) -> dict:
-        """`bills`: true, false, or null when the event could not be checked."""
+        """`bills`: true, false, or null when the event could not be checked; each metric with what it adds."""
         unchecked = any(p.code == "catalog_unavailable" for p in self.problems)
         out: dict = {"bills": None if unchecked else bool(self.bills) and not self.loses_usage}
         if self.bills:
-            out["metrics"] = [{"id": m.id, "name": m.name, "adds": adds, **({"groups": groups} if groups else {})}
-                              for m, adds, groups in self.bills]
+            out["metrics"] = []
+            for metric, adds in self.bills:
+                groups = {k: self.properties[k] for k in metric.group_keys if k in self.properties}
+                out["metrics"].append({"id": metric.id, "name": metric.name, "adds": adds,
+                                       **({"groups": groups} if groups else {})})
         if self.problems:
             out["problems"] = [p.as_json() for p in self.problems]
         return out
@@ -86,15 +109,43 @@ class Catalog:
         self.has_sql = any(m.sql for m in metrics)
 
 
+def bills_cleanly(event: dict, catalog: Catalog, max_chars: int) -> bool:
+    """True when the event surely feeds a metric, with no problem to report: most events.
+
+    Decided without building anything, since it runs for every usage event on the accept path;
+    anything it is unsure of (an untyped metric, a long value, a customer not known) goes to
+    `verdict`, which says exactly what and why. `max_chars` is the byte limit over 4: a value
+    with no more characters than that cannot be too long in UTF-8."""
+    properties = event.get("properties")
+    if properties and max(map(len, properties.values())) > max_chars:
+        return False
+    if catalog.customers.get(event["customer_id"]) is not True or catalog.untyped:
+        return False
+    keys = properties.keys() if properties else ()
+    fed = False
+    for metric in catalog.by_type.get(event["event_type"], ()):
+        if metric.sql or metric.other_filters or not keys >= metric.required_set:
+            if metric.sql or metric.other_filters:
+                return False
+            continue  # fails a required property: fine when another metric takes the event
+        if metric.aggregation_type in NUMERIC and not DECIMAL_MATCH(properties.get(metric.aggregation_key) or ""):
+            return False
+        fed = True
+    return fed
+
+
 def verdict(event: dict, catalog: Catalog | None, max_property_bytes: int) -> Verdict:
     """What this usage event (as Metronome receives it) will bill, and every reason it will not."""
-    out = Verdict()
     properties = event.get("properties") or {}
-    for key, value in properties.items():
-        if len(value) * 4 > max_property_bytes and len(value.encode()) > max_property_bytes:  # 4 bytes a char at most
-            out.problems.append(Problem("property_value_too_long", f"property {key!r} is {len(value.encode())} bytes; "
-                                        f"Metronome refuses a batch holding a value over {max_property_bytes} bytes. "
-                                        f"Exclude it in the mapping, or cut it with a transform"))
+    out = Verdict(properties)
+    # A character is at most 4 bytes of UTF-8, so only a value this long can be too long: one
+    # C-level pass over the lengths spares a Python loop over every property of every event.
+    if properties and max(map(len, properties.values())) * 4 > max_property_bytes:
+        for key, value in properties.items():
+            if len(value.encode()) > max_property_bytes:
+                out.problems.append(Problem("property_value_too_long", f"property {key!r} is {len(value.encode())} "
+                                            f"bytes; Metronome refuses a batch holding a value over {max_property_bytes} "
+                                            "bytes. Exclude it in the mapping, or cut it with a transform"))
     if catalog is None:
         out.problems.append(Problem("catalog_unavailable", "the billing catalog could not be read from Metronome yet, "
                                     "so this event was not checked"))
@@ -111,17 +162,30 @@ def verdict(event: dict, catalog: Catalog | None, max_property_bytes: int) -> Ve
 
 
 def _metrics(event_type: str, properties: dict, catalog: Catalog, out: Verdict) -> None:
+    """Every metric this event feeds, into `out`; when it feeds none, the problem that says why.
+
+    Written for speed, as it runs for every usage event: the bare `exists: true` filters are one
+    C-level keys-view check, and the aggregation value is read inline."""
     nearest = None  # (metric, the filter it failed): the best hint when nothing matches
+    keys = properties.keys()
     for metric in catalog.by_type.get(event_type, catalog.untyped):
         if metric.sql or event_type in metric.not_event_types:
             continue
-        failed = _failed_filter(metric, properties)
-        if failed is not None:
-            nearest = nearest or (metric, failed)
+        if not keys >= metric.required_set or metric.other_filters:
+            failed = _failed_filter(metric, properties)
+            if failed is not None:
+                nearest = nearest or (metric, failed)
+                continue
+        kind = metric.aggregation_type
+        if kind == "COUNT":
+            out.bills.append((metric, "1"))
             continue
-        adds = _adds(metric, properties, out)
-        if adds is not None:
-            out.bills.append((metric, adds, {k: properties[k] for k in metric.group_keys if k in properties}))
+        value = properties.get(metric.aggregation_key)
+        if kind in NUMERIC and (value is None or not DECIMAL_MATCH(value)):
+            out.problems.append(Problem("aggregation_value_not_numeric", f"metric {metric.name!r} reads property "
+                                        f"{metric.aggregation_key!r} as a number, but it is {value!r}: it adds nothing"))
+            continue
+        out.bills.append((metric, value))
     if out.bills or any(p.code == "aggregation_value_not_numeric" for p in out.problems) or catalog.has_sql:
         return  # a SQL metric cannot be evaluated here: it may match, so say nothing
     if nearest is not None:
@@ -137,7 +201,10 @@ def _metrics(event_type: str, properties: dict, catalog: Catalog, out: Verdict) 
 
 
 def _failed_filter(metric: Metric, properties: dict) -> dict | None:
-    for rule in metric.filters:
+    for name in metric.required:
+        if name not in properties:
+            return next(f for f in metric.filters if f["name"] == name and f.get("exists") is True)
+    for rule in metric.other_filters:
         value = properties.get(rule["name"])
         if rule.get("exists") is True and value is None:
             return rule
@@ -148,17 +215,6 @@ def _failed_filter(metric: Metric, properties: dict) -> dict | None:
         if value is not None and value in rule.get("not_in_values", ()):
             return rule
     return None
-
-
-def _adds(metric: Metric, properties: dict, out: Verdict) -> str | None:
-    if metric.aggregation_type == "COUNT":
-        return "1"
-    value = properties.get(metric.aggregation_key)
-    if metric.aggregation_type in ("SUM", "MAX", "LATEST") and not DECIMAL.match(value or ""):
-        out.problems.append(Problem("aggregation_value_not_numeric", f"metric {metric.name!r} reads property "
-                                    f"{metric.aggregation_key!r} as a number, but it is {value!r}: it adds nothing"))
-        return None
-    return value
 
 
 def _describe(rule: dict) -> str:
@@ -177,3 +233,18 @@ def _no_metric_message(event_type: str, catalog: Catalog) -> str:
         return (f"no billable metric takes event_type {event_type!r}; did you mean {close[0]!r} "
                 f"(metric {names[0]!r})? Fix the mapping's event_type, or create a metric for it")
     return f"no billable metric takes event_type {event_type!r}: create one in Metronome, or map to one of {types[:10]}"
+
+
+class _Clean:
+    """The verdict `bills_cleanly` stands for: it bills, and there is nothing to say."""
+
+    __slots__ = ()
+    bills = True
+    problems = ()
+    loses_usage = False
+
+    def answer(self) -> dict:
+        return BILLS
+
+
+CLEAN = _Clean()

@@ -63,13 +63,14 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
     """Map and validate every event, and judge what it bills when `billing` is given; pure, so
     the benchmark and tests call it directly."""
     out = Processed()
+    catalog = billing.catalog() if billing is not None else None
     for index, event in enumerate(events):
         raw = exact.dumps(event)
         if index < SAMPLES_PER_REQUEST:
             out.samples.append(raw)
         verdicts: list = []
         accepted, refusals = _process_one(event, raw, mapping_set, now_ms, max_event_bytes, source, out.rows,
-                                          billing, verdicts)
+                                          billing, catalog, verdicts)
         status = "refused" if refusals and not accepted else "partial" if refusals else "accepted" if accepted else "filtered"
         out.counts["accepted" if status == "partial" else status] += 1
         result = {"index": index, "status": status}
@@ -78,8 +79,10 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
         if accepted:
             result["transaction_ids"] = accepted
         if verdicts:
-            result["billing"] = [judged.as_json() for judged, _ in verdicts]
-            out.unbillable.extend((p.code, event_type) for judged, event_type in verdicts for p in judged.problems)
+            result["billing"] = [billing.describe(judged) for judged, _ in verdicts]
+            for judged, event_type in verdicts:
+                if judged.problems:
+                    out.unbillable.extend((p.code, event_type) for p in judged.problems)
         if refusals:
             result["errors"] = [{"mapping": name, "code": r.code, "message": r.message} for name, r in refusals]
             out.dead_letters.extend(
@@ -92,7 +95,7 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
 
 
 def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_event_bytes: int, source, rows: list,
-                 billing: BillingCheck | None, verdicts: list):
+                 billing: BillingCheck | None, catalog, verdicts: list):
     """Return (transaction_ids accepted, [(mapping name, EventRefused)]); append queue rows, and
     each accepted usage event's (verdict, event_type) when billing is checked."""
     if not isinstance(event, dict):
@@ -110,9 +113,8 @@ def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_ev
                 # duplicate: lost usage. Refuse it loudly so the admin gives each mapping its own id.
                 raise EventRefused("duplicate_transaction_id", f"another mapping already produced transaction_id {usage.transaction_id!r}")
             if billing is not None:
-                judged = billing.judge(usage.event)
-                held = billing.held(judged)
-                if held is not None:
+                judged = billing.judge(usage.event, catalog)
+                if billing.hold and (held := billing.held(judged)) is not None:
                     raise held
                 verdicts.append((judged, usage.event["event_type"]))
         except EventRefused as refusal:

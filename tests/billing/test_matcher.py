@@ -38,7 +38,8 @@ def event(event_type="transfer", customer="acme", **properties):
 ])
 def test_a_verdict_names_what_bills_and_what_to_fix(usage, bills, codes, hint):
     judged = verdict(usage, CATALOG, 256)
-    assert [(m.name, adds, groups) for m, adds, groups in judged.bills] == bills
+    assert [(m.name, adds, {k: usage["properties"][k] for k in m.group_keys if k in usage["properties"]})
+            for m, adds in judged.bills] == bills
     assert [p.code for p in judged.problems] == codes
     if hint:
         assert hint in judged.problems[0].message
@@ -53,8 +54,8 @@ def test_without_a_catalog_every_event_is_catalog_unavailable_and_the_rest_still
 def test_a_metric_without_an_event_type_filter_takes_every_type():
     catalog = Catalog([Metric.from_api(m) for m in (TRANSFER, USERS)], {"acme": True}, 1)
     judged = verdict(event("transfer", bytes="5", region="eu", user="u1"), catalog, 256)
-    assert sorted(m.name for m, _, _ in judged.bills) == ["Active users", "Data transfer"]
-    assert [m.name for m, _, _ in verdict(event("login", user="u1"), catalog, 256).bills] == ["Active users"]
+    assert sorted(m.name for m, _ in judged.bills) == ["Active users", "Data transfer"]
+    assert [m.name for m, _ in verdict(event("login", user="u1"), catalog, 256).bills] == ["Active users"]
 
 
 def test_a_sql_metric_may_match_anything_so_no_event_is_called_unbillable():
@@ -67,3 +68,21 @@ def test_the_answer_form_of_a_verdict():
     assert judged.as_json() == {"bills": True, "metrics": [
         {"id": "m-transfer", "name": "Data transfer", "adds": "5000", "groups": {"region": "eu"}}]}
     assert verdict(event("transfr"), CATALOG, 256).as_json()["bills"] is False
+
+
+@pytest.mark.parametrize("usage, clean", [
+    (event(bytes="5000", region="eu"), True),
+    (event("api_call", env="prod"), False),  # a filter with in_values: the full verdict decides
+    (event("transfr", bytes="1", region="eu"), False),
+    (event(customer="new", bytes="1", region="eu"), False),
+    (event(bytes="1", region="e" * 65), False),  # long enough that it may be too long: checked fully
+    (event("llm_request", model="gpt-5", input_tokens="12abc"), False),
+    (event("llm_request", model="gpt-5", input_tokens="7"), True),
+])
+def test_the_fast_path_only_says_clean_when_the_full_verdict_has_nothing_to_say(usage, clean):
+    from destination.billing.matcher import bills_cleanly
+
+    assert bills_cleanly(usage, CATALOG, 64) is clean
+    if clean:
+        full = verdict(usage, CATALOG, 256)
+        assert full.bills and not full.problems
