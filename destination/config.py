@@ -122,6 +122,8 @@ SETTINGS = [
     Setting("billing_customer_lookups_per_minute", "BILLING_CUSTOMER_LOOKUPS_PER_MINUTE", _number_range(int, 0, 6000), "60", "At most this many customer ids looked up in Metronome a minute."),
     Setting("billing_customer_hit_seconds", "BILLING_CUSTOMER_HIT_SECONDS", _number_range(float, 1, 30 * 86400), "86400", "How long a customer id found in Metronome is trusted."),
     Setting("billing_customer_miss_seconds", "BILLING_CUSTOMER_MISS_SECONDS", _number_range(float, 1, 86400), "60", "How soon a customer id not found is looked up again (its alias may be added)."),
+    Setting("billing_verify_sample", "BILLING_VERIFY_SAMPLE", _number_range(int, 0, 100), "10", "After delivery, at most this many delivered events are checked with Metronome's events search each interval (0: none). Events search is heavily rate-limited."),
+    Setting("billing_verify_interval_seconds", "BILLING_VERIFY_INTERVAL_SECONDS", _number_range(float, 0.1, 86400), "60", "How often delivered events are sampled and checked."),
     Setting("max_property_value_bytes", "MAX_PROPERTY_VALUE_BYTES", _number_range(int, 1, 1_000_000), "256", "The longest property value Metronome accepts, as production users report; longer is unbillable."),
     Setting("sandbox", "SANDBOX", _bool, "false", "Deliver to the built-in Metronome sandbox instead of Metronome."),
     Setting("sandbox_port", "SANDBOX_PORT", _number_range(int, 0, 65535), "8090", "Port of the built-in sandbox."),

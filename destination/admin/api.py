@@ -12,7 +12,7 @@ import orjson
 from flask import Blueprint, Response, current_app, g, request
 
 from destination.admin.replay import replay
-from destination.billing import catalog
+from destination.billing import catalog, verify
 from destination.billing.judge import BillingCheck
 from destination.errors import BadRequest, ConfigError, InvalidMapping, NotFound, Unauthorized
 from destination.intake.authenticate import bearer, match_secret
@@ -161,6 +161,12 @@ def billing_refresh():
         runtime.billing.cache.get(fresh=True)
     view = _catalog_view(runtime)
     return {"refreshed": view["refreshed_ms"] != before, **view}
+
+
+@blueprint.get("/billing/verification")
+def billing_verification():
+    """Delivered events checked with Metronome's events search: counts by result, and the latest checks."""
+    return verify.stored_results(_runtime().queue)
 
 
 def _stored_catalog(runtime) -> dict | None:

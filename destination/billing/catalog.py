@@ -78,15 +78,6 @@ class Refresher:
         with self._lock:
             self.seen.update(customer_ids)
 
-    def run(self, stop: threading.Event) -> None:
-        """Refresh until `stop` is set; a failure is logged and tried again at the next step."""
-        while not stop.is_set():
-            try:
-                self.step()
-            except Exception:  # the store or Metronome blinked: the catalog waits, delivery goes on
-                log.exception("billing catalog refresh failed")
-            stop.wait(STEP_S)
-
     def step(self, force: bool = False) -> dict:
         """One refresh: metrics when due (or asked for), then the customers due a lookup. Returns the document."""
         now_ms = int(self.clock() * 1000)

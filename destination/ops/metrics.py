@@ -20,9 +20,10 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from destination.billing import catalog as billing_catalog
+from destination.billing import verify as billing_verify
 from destination.ops.metrics_dir import METRICS_DIR_ENV as ENV
 from destination.queue.halt import halt_state
 
@@ -112,6 +113,14 @@ class StoreCollector:
                                                         "-1 before the first read.", catalog_age),
         ):
             yield GaugeMetricFamily(name, text, value=value)
+        verified = billing_verify.stored_results(self.queue)
+        family = CounterMetricFamily("destination_billing_verified", "Delivered events checked with Metronome's events "
+                                     "search, by what it matched.", labels=["result"])
+        for result, count in sorted(verified["counts"].items()):
+            family.add_metric([result], count)
+        yield family
+        yield CounterMetricFamily("destination_billing_verify_disagreements", "Checked events whose match in Metronome "
+                                  "differed from the catalog's prediction.", value=verified["disagreements"])
 
 
 def exposition(queue, now_ms: int) -> tuple[bytes, str]:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import time
 
-from destination.billing.catalog import Refresher
+from destination.billing.background import Background
+from destination.billing.catalog import CatalogCache, Refresher
 from destination.billing.client import MetronomeClient
+from destination.billing.verify import Verifier
 from destination.worker.loop import Worker
 from destination.worker.retry import RetryPolicy
 from destination.worker.send import Sender
@@ -20,9 +22,13 @@ def build_worker(settings, queue, clock=None) -> Worker:
     if settings.billing_check != "OFF":
         client = MetronomeClient(settings.metronome_base_url, settings.metronome_api_token,
                                  timeout_s=settings.read_timeout_seconds)
-        kwargs["billing"] = Refresher(queue, client, clock or time.time, settings.billing_catalog_refresh_seconds,
-                                      settings.billing_customer_lookups_per_minute, settings.billing_customer_hit_seconds,
-                                      settings.billing_customer_miss_seconds)
+        clock = clock or time.time
+        refresher = Refresher(queue, client, clock, settings.billing_catalog_refresh_seconds,
+                              settings.billing_customer_lookups_per_minute, settings.billing_customer_hit_seconds,
+                              settings.billing_customer_miss_seconds)
+        verifier = Verifier(queue, client, CatalogCache(queue, clock), clock, settings.billing_verify_sample,
+                            settings.billing_verify_interval_seconds, settings.max_property_value_bytes)
+        kwargs["billing"] = Background(refresher, verifier)
     return Worker(queue, sender, policy=policy, lease_s=settings.lease_seconds, claim_size=settings.claim_size,
                   sends_in_flight=settings.sends_in_flight,
                   idle_s=settings.poll_interval_seconds, max_events=settings.batch_max_events,

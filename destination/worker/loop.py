@@ -37,7 +37,7 @@ class Worker:
                  max_bytes: int = batching.MAX_BYTES, log_retention_s: float = 7 * 86400, clock=time.time,
                  rng: random.Random | None = None, billing=None):
         self.queue = queue
-        self.billing = billing  # a billing catalog Refresher: told each delivered customer_id, run beside delivery
+        self.billing = billing  # billing's Background: told what was delivered, run on a thread beside delivery
         self.sender = sender
         self.policy = policy or RetryPolicy()
         self.lease_ms = int(lease_s * 1000)
@@ -122,7 +122,8 @@ class Worker:
             return
         removed = self.queue.ack_many(owner, [([e.id for e in events], note) for events, note in pending])
         if self.billing is not None:
-            self.billing.saw({e.customer_id for events, _ in pending for e in events if e.customer_id})
+            for events, note in pending:
+                self.billing.delivered(events, note.at_ms)
         for (events, note), acked in zip(pending, removed):
             # Count the rows the ack removed: if our lease ran out and another worker sent the same
             # events too, Metronome's dedup kept one copy and only one ack counts them.

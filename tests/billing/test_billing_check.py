@@ -117,11 +117,42 @@ def test_hold_sets_typos_aside_and_a_replay_after_the_metric_exists_delivers_the
     assert row["value"] == sum(100 + i for i in range(50))
 
 
+def test_after_delivery_a_sample_is_checked_with_events_search_and_metrics_count_it(settings, queue, guide, sandbox, clock):
+    sampled = settings.replace(billing_verify_sample=100, billing_verify_interval_seconds=0.2)
+    service = LiveService(create_app(sampled, queue=queue, clock=clock), sampled, queue, clock).start()
+    try:
+        refresh(service.url)
+        when = clock.iso(-60)
+        known_customer(service, "acme", when)
+        good = [track(f"good-{i}", when, customer="acme", bytes=10, region="eu") for i in range(6)]
+        typos = [track(f"typo-{i}", when, customer="acme", event="transfr", bytes=10, region="eu") for i in range(4)]
+        assert service.post(good + typos).status_code == 200
+        wait_until(lambda: queue.depth() == 0, message="delivery")
+        clock.advance(6)  # past the few seconds Metronome takes to process an event
+        # Every delivery is offered to the sampler: these ten, and the warm-up probes for acme
+        # (which repeat one transaction_id, so Metronome keeps one of them).
+        delivered = sum(len(r["transaction_ids"]) for r in sandbox.state.requests if r["status"] == 200)
+
+        def checked():
+            results = requests.get(service.url + "/admin/billing/verification", headers=ADMIN, timeout=5).json()
+            return results if sum(results["counts"].values()) == delivered else None
+        results = wait_until(checked, timeout=20, message="the sampler to check every delivered event")
+    finally:
+        service.close()
+    assert results["counts"] == {"matched": delivered - 4, "no_metric": 4}
+    assert results["disagreements"] == 0 and all(r["agrees"] for r in results["recent"])
+    assert {r["result"] for r in results["recent"] if r["transaction_id"].startswith("typo-")} <= {"no_metric"}
+    exposition = create_app(settings, queue=queue, clock=clock).test_client().get("/metrics").get_data(as_text=True)
+    assert f'destination_billing_verified_total{{result="matched"}} {float(delivered - 4)}' in exposition
+    assert 'destination_billing_verified_total{result="no_metric"} 4.0' in exposition
+    assert "destination_billing_verify_disagreements_total 0.0" in exposition
+
+
 @pytest.mark.parametrize("outage", ["connection_refused", "429"])
 def test_with_metronomes_api_unreachable_the_door_answers_as_with_the_check_off(settings, queue, sandbox, clock, outage):
     live = LiveService(create_app(settings, queue=queue, clock=clock), settings, queue, clock)
     if outage == "connection_refused":
-        live.worker.billing.client.base_url = "http://127.0.0.1:9"  # the discard port: nothing listens
+        live.worker.billing.refresher.client.base_url = "http://127.0.0.1:9"  # the discard port: nothing listens
     else:
         requests.post(sandbox.url + "/sandbox/faults", json={"api": {"status": 429, "headers": {"Retry-After": "1"}}}, timeout=5)
     live.start()
