@@ -7,12 +7,16 @@ answers 400 (too few events) to a good token and 401/403 to a bad one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import requests
 
 from destination import USER_AGENT
+from destination.billing.client import MetronomeClient, MetronomeUnavailable
+from destination.billing.matcher import Metric
 from destination.errors import ConfigError
 from destination.mapping.mapping_set import load_mapping_set
+from destination.payload import exact
 from destination.queue import migrations
 from destination.queue.connect import open_queue
 
@@ -29,7 +33,75 @@ def run_checks(settings, *, token: bool = True) -> list[Result]:
     if token:
         results.append(check_token(settings.metronome_base_url, settings.metronome_api_token,
                                    settings.connect_timeout_seconds))
+        if results[-1].ok and settings.billing_check != "OFF":
+            results += check_billing(settings)
     return results
+
+
+def check_billing(settings) -> list[Result]:
+    """Which billable metrics each enabled mapping can feed; mappings that feed none; metrics fed by none."""
+    client = MetronomeClient(settings.metronome_base_url, settings.metronome_api_token,
+                             timeout_s=settings.read_timeout_seconds, attempts=1)
+    try:
+        metrics = [Metric.from_api(m) for m in client.billable_metrics() if not m.get("archived_at")]
+        document = exact.loads(Path(settings.mappings_path).read_bytes())
+    except (MetronomeUnavailable, OSError, ValueError) as exc:
+        return [Result("billing", False, f"cannot read the billable metrics or the mappings: {exc}")]
+    results, fed, open_ended = [], set(), []
+    for mapping in (m for m in document["mappings"] if m.get("enabled", True)):
+        types = output_event_types(mapping)
+        if types is None:
+            open_ended.append(mapping["name"])
+            results.append(Result(f"billing: {mapping['name']}", True, "event_type comes from each event, so which "
+                                  "metric it feeds is judged per event (the 200 answer and the admin preview say)"))
+            continue
+        feeds = [m for m in metrics if any(_takes(m, t) for t in types)]
+        fed.update(m.id for m in feeds)
+        results.append(Result(f"billing: {mapping['name']}", bool(feeds),
+                              f"event_type {sorted(types)} feeds {', '.join(repr(m.name) for m in feeds)}" if feeds else
+                              f"event_type {sorted(types)} feeds no billable metric: its usage would bill nothing"))
+    unfed = [m.name for m in metrics if m.id not in fed and not m.sql]
+    if unfed:
+        where = (f"fed only, if at all, by {open_ended}, whose event_type comes from each event" if open_ended
+                 else "fed by no mapping here")
+        results.append(Result("billing: metrics", True, f"{where}: {unfed}"))
+    return results
+
+
+def output_event_types(mapping: dict) -> set[str] | None:
+    """The event types a mapping can produce, when its document fixes them; None when each event decides.
+
+    A literal fixes one. A path fixes them only where the trigger pins that same path to values."""
+    source = mapping["fields"]["event_type"]
+    if "literal" in source:
+        return {str(source["literal"])}
+    path = source.get("path")
+    pinned = _pinned(mapping.get("trigger", {}), path) if isinstance(path, str) and not source.get("transforms") else None
+    return pinned
+
+
+def _pinned(condition: dict, path: str) -> set[str] | None:
+    if "all" in condition:
+        for part in condition["all"]:
+            found = _pinned(part, path)
+            if found is not None:
+                return found
+        return None
+    if "any" in condition:
+        parts = [_pinned(part, path) for part in condition["any"]]
+        return set().union(*parts) if parts and all(p is not None for p in parts) else None
+    if condition.get("path") != path:
+        return None
+    if "equals" in condition:
+        return {str(condition["equals"])}
+    if "in" in condition:
+        return {str(v) for v in condition["in"]}
+    return None
+
+
+def _takes(metric: Metric, event_type: str) -> bool:
+    return not metric.sql and event_type not in metric.not_event_types and (
+        metric.event_types is None or event_type in metric.event_types)
 
 
 def check_mappings(settings) -> Result:

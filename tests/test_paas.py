@@ -233,7 +233,9 @@ def test_check_passes_with_a_good_token_and_fails_with_a_bad_one(settings, sandb
     assert run_cli("migrate", env=env).returncode == 0
     good = run_cli("check", env=env)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "ok   metronome token" in good.stdout and "3 of 3 checks passed" in good.stdout
+    # the billing section adds a line per enabled mapping (the default mapping: one)
+    assert "ok   metronome token" in good.stdout and "4 of 4 checks passed" in good.stdout
+    assert "ok   billing: track events as usage: event_type comes from each event" in good.stdout
     bad = run_cli("check", env={**env, "METRONOME_API_TOKEN": "revoked-token"})
     assert bad.returncode == 1
     assert "FAIL metronome token" in bad.stdout and "refused the token with 403" in bad.stdout
