@@ -26,6 +26,7 @@ from destination.worker.build import build_worker
 hypothesis_settings.register_profile("suite", deadline=None)
 hypothesis_settings.load_profile("suite")
 
+pytest_plugins = ["browser"]  # the headless Chromium fixture, for the admin page tests
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 WRITE_KEY = "test-write-key"
