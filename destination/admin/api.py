@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, g, request
 from destination.admin.replay import replay
 from destination.billing import catalog, verify
 from destination.billing.judge import BillingCheck
+from destination.billing.matcher import verdict
 from destination.errors import BadRequest, ConfigError, InvalidMapping, NotFound, Unauthorized
 from destination.intake.authenticate import bearer, match_secret
 from destination.intake.pipeline import process_events
@@ -161,6 +162,35 @@ def billing_refresh():
         runtime.billing.cache.get(fresh=True)
     view = _catalog_view(runtime)
     return {"refreshed": view["refreshed_ms"] != before, **view}
+
+
+@blueprint.get("/billing/problems")
+def billing_problems():
+    """Unbillable events per hour by reason and event_type, and the latest example of each, each
+    judged again now: a problem the catalog no longer has (the metric was created) is `current: false`."""
+    runtime = _runtime()
+    hours = _whole_number(request.args.get("hours", "24"), "hours")
+    if not 1 <= hours <= 168:
+        raise BadRequest("hours must be a whole number from 1 to 168", code="invalid_hours")
+    now = runtime.now_ms()
+    first_hour = now - now % 3_600_000 - (hours - 1) * 3_600_000
+    found = runtime.queue.billing_problems(first_hour)
+    catalog_now = runtime.billing.cache.get(fresh=True) if runtime.billing is not None else None
+    examples, current = [], {}
+    for example in found["examples"]:
+        event = exact.loads(example.pop("payload"))
+        now_judged = verdict(event, catalog_now, runtime.settings.max_property_value_bytes)
+        still = any(p.code == example["reason"] for p in now_judged.problems)
+        current[(example["reason"], example["event_type"])] = still
+        examples.append({**example, "event": event, "current": still, "now": now_judged.as_json()})
+    series: dict = {}
+    for minute, reason, event_type, count in found["counts"]:
+        per_hour = series.setdefault((reason, event_type), [0] * hours)
+        per_hour[(minute - first_hour) // 3_600_000] += count
+    return {"hour_starts_ms": [first_hour + h * 3_600_000 for h in range(hours)], "examples": examples,
+            "series": [{"reason": reason, "event_type": event_type, "total": sum(per_hour), "per_hour": per_hour,
+                        "current": current.get((reason, event_type), True)}
+                       for (reason, event_type), per_hour in sorted(series.items(), key=lambda s: -sum(s[1]))]}
 
 
 @blueprint.get("/billing/verification")

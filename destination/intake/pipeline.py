@@ -21,7 +21,7 @@ from destination.mapping.mapping_set import MappingSet, map_event
 from destination.ops import metrics
 from destination.payload import exact
 from destination.payload.validate import build_usage_event
-from destination.queue.outbox import DeadLetter, QueuedEvent
+from destination.queue.outbox import BillingProblem, DeadLetter, QueuedEvent
 
 log = logging.getLogger("destination.receive")
 SAMPLES_PER_REQUEST = 3
@@ -55,7 +55,7 @@ class Processed:
     results: list = field(default_factory=list)
     counts: dict = field(default_factory=lambda: {"accepted": 0, "filtered": 0, "refused": 0})
     samples: list = field(default_factory=list)  # a few raw events, kept for mapping previews
-    unbillable: list = field(default_factory=list)  # (problem code, event_type) per billing problem found
+    problems: list = field(default_factory=list)  # BillingProblem per problem the billing check found
 
 
 def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event_bytes: int,
@@ -70,7 +70,7 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
             out.samples.append(raw)
         verdicts: list = []
         accepted, refusals = _process_one(event, raw, mapping_set, now_ms, max_event_bytes, source, out.rows,
-                                          billing, catalog, verdicts)
+                                          billing, catalog, verdicts, out.problems)
         status = "refused" if refusals and not accepted else "partial" if refusals else "accepted" if accepted else "filtered"
         out.counts["accepted" if status == "partial" else status] += 1
         result = {"index": index, "status": status}
@@ -79,10 +79,7 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
         if accepted:
             result["transaction_ids"] = accepted
         if verdicts:
-            result["billing"] = [billing.describe(judged) for judged, _ in verdicts]
-            for judged, event_type in verdicts:
-                if judged.problems:
-                    out.unbillable.extend((p.code, event_type) for p in judged.problems)
+            result["billing"] = [billing.describe(judged) for judged in verdicts]
         if refusals:
             result["errors"] = [{"mapping": name, "code": r.code, "message": r.message} for name, r in refusals]
             out.dead_letters.extend(
@@ -95,9 +92,9 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
 
 
 def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_event_bytes: int, source, rows: list,
-                 billing: BillingCheck | None, catalog, verdicts: list):
-    """Return (transaction_ids accepted, [(mapping name, EventRefused)]); append queue rows, and
-    each accepted usage event's (verdict, event_type) when billing is checked."""
+                 billing: BillingCheck | None, catalog, verdicts: list, problems: list):
+    """Return (transaction_ids accepted, [(mapping name, EventRefused)]); append queue rows, each
+    accepted usage event's verdict when billing is checked, and every billing problem found."""
     if not isinstance(event, dict):
         return [], [(None, EventRefused("not_an_object", f"an event must be a JSON object, not {type(event).__name__}"))]
     if len(raw) > max_event_bytes:
@@ -112,16 +109,20 @@ def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_ev
                 # Two mappings giving one transaction_id would make Metronome drop the second as a
                 # duplicate: lost usage. Refuse it loudly so the admin gives each mapping its own id.
                 raise EventRefused("duplicate_transaction_id", f"another mapping already produced transaction_id {usage.transaction_id!r}")
+            payload = orjson.dumps(usage.event)
             if billing is not None:
                 judged = billing.judge(usage.event, catalog)
+                if judged.problems:
+                    problems.extend(BillingProblem(p.code, usage.event["event_type"], usage.transaction_id,
+                                                   usage.event["customer_id"], p.message, payload) for p in judged.problems)
                 if billing.hold and (held := billing.held(judged)) is not None:
                     raise held
-                verdicts.append((judged, usage.event["event_type"]))
+                verdicts.append(judged)
         except EventRefused as refusal:
             refusals.append((mapping.name, refusal))
             continue
         accepted.append(usage.transaction_id)
-        rows.append(QueuedEvent(usage.transaction_id, orjson.dumps(usage.event), raw, mapping_set.version,
+        rows.append(QueuedEvent(usage.transaction_id, payload, raw, mapping_set.version,
                                 usage.timestamp_ms, _searchable(event.get("messageId")), usage.event["customer_id"], source))
     return accepted, refusals
 
@@ -176,10 +177,10 @@ def receive(runtime, route: Route, body: bytes, header: Callable[[str], str | No
     processed = process_events(events, mapping_set, now_ms, settings.max_event_bytes, source, runtime.billing)
     samples = processed.samples if runtime.sampler.take(now_ms) else ()
     with _store_unavailable_is_503(f"store {len(processed.rows)} events"):
-        runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, samples, source)
+        runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, samples, source, processed.problems)
     metrics.record_received(source, processed.counts, [d.code for d in processed.dead_letters])
-    if processed.unbillable:
-        metrics.record_unbillable(processed.unbillable)
+    if processed.problems:
+        metrics.record_unbillable([(p.reason, p.event_type) for p in processed.problems])
     return orjson.dumps({**processed.counts, "events": processed.results})
 
 

@@ -149,6 +149,29 @@ _CUSTOMER_LOOKUP_BY_BLOCK = f"""
     CREATE INDEX delivery_log_customer ON delivery_log ((id / {LOG_BLOCK_ROWS}), customer_id)
 """
 
+# What the billing check found at accept, for the admin page's Billing view: counts per minute by
+# reason and event_type, and the latest example of each. An upsert per pair a request holds, not
+# a row per event: a wrong mapping makes every event unbillable, and must not double the writes.
+_BILLING_PROBLEMS = """
+    CREATE TABLE billing_problem_counts (
+        minute_ms {int} NOT NULL,
+        reason TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        count {int} NOT NULL,
+        PRIMARY KEY (minute_ms, reason, event_type)
+    );
+    CREATE TABLE billing_problem_examples (
+        reason TEXT NOT NULL,
+        event_type TEXT NOT NULL,
+        at_ms {int} NOT NULL,
+        transaction_id TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        message TEXT NOT NULL,
+        payload {blob} NOT NULL,
+        PRIMARY KEY (reason, event_type)
+    )
+"""
+
 SQLITE = [
     _SQLITE_OUTBOX.format(name="outbox", unique=" UNIQUE", later_columns="") + """;
     CREATE INDEX outbox_ready ON outbox (available_at_ms, id);
@@ -166,6 +189,7 @@ SQLITE = [
     _LEASES.format(leased_id="INTEGER", int="INTEGER"),
     _LOG_LOOKUPS_BY_BLOCK,
     _CUSTOMER_LOOKUP_BY_BLOCK,
+    _BILLING_PROBLEMS.format(**_SQLITE_TYPES),
 ]
 
 POSTGRES = [
@@ -195,6 +219,7 @@ POSTGRES = [
     _LEASES.format(leased_id="BIGINT", int="BIGINT"),
     _LOG_LOOKUPS_BY_BLOCK,
     _CUSTOMER_LOOKUP_BY_BLOCK,
+    _BILLING_PROBLEMS.format(**_POSTGRES_TYPES),
 ]
 
 STEPS = {"sqlite": SQLITE, "postgres": POSTGRES}

@@ -42,6 +42,18 @@ class DeadLetter:
     source: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class BillingProblem:
+    """An accepted (or held) usage event the billing check says will not bill, and why."""
+
+    reason: str
+    event_type: str
+    transaction_id: str
+    customer_id: str
+    message: str
+    payload: bytes
+
+
 @dataclass(slots=True)  # per event, like QueuedEvent
 class ClaimedEvent:
     id: int
@@ -70,8 +82,9 @@ class Claim:
 
 class Queue(Protocol):
     def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int,
-                samples: tuple = (), source: str | None = None) -> int:
-        """Store accepted events, refusals and preview samples atomically; return how many events were stored."""
+                samples: tuple = (), source: str | None = None, problems: tuple = ()) -> int:
+        """Store accepted events, refusals, preview samples and billing problems atomically; return
+        how many events were stored."""
 
     def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
         """Lease up to `limit` ready events to one owner, oldest first."""
@@ -101,6 +114,11 @@ class Queue(Protocol):
                           customer_id: str | None = None, limit: int = 100) -> list[dict]: ...
 
     def prune_delivery_log(self, before_ms: int) -> int: ...
+
+    def billing_problems(self, since_ms: int) -> dict:
+        """`counts`: (minute_ms, reason, event_type, count) since then; `examples`: the latest of each pair."""
+
+    def prune_billing_problems(self, before_ms: int) -> None: ...
 
     def ping(self) -> None: ...
 

@@ -79,14 +79,14 @@ class SQLQueue:
 
     # -- the Queue protocol ------------------------------------------------------------------
     def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int,
-                samples: tuple = (), source: str | None = None) -> int:
+                samples: tuple = (), source: str | None = None, problems: tuple = ()) -> int:
         rows = _outbox_rows(events, now_ms)
         if self._group is None:
             with self._write() as db:
-                return self._enqueue_in(db, rows, dead_letters, now_ms, samples, source)
-        return self._group.run(lambda db: self._enqueue_in(db, rows, dead_letters, now_ms, samples, source))
+                return self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems)
+        return self._group.run(lambda db: self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems))
 
-    def _enqueue_in(self, db, rows, dead_letters, now_ms, samples, source) -> int:
+    def _enqueue_in(self, db, rows, dead_letters, now_ms, samples, source, problems=()) -> int:
         if rows:
             self._insert_events(db, rows)
         if dead_letters:
@@ -99,7 +99,45 @@ class SQLQueue:
             db.executemany("INSERT INTO recent_events (raw, source, received_at_ms) VALUES (?, ?, ?)",
                            [(raw, source, now_ms) for raw in samples])
             db.execute(self.prune_recent_sql, (RECENT_EVENTS_KEPT,))
+        if problems:
+            self._record_problems(db, problems, now_ms)
         return len(rows)
+
+    def _record_problems(self, db, problems, now_ms: int) -> None:
+        """One upsert per (reason, event_type) in the request, however many events share it."""
+        minute = now_ms - now_ms % 60_000
+        counts: dict = {}
+        latest: dict = {}
+        for problem in problems:
+            pair = (problem.reason, problem.event_type)
+            counts[pair] = counts.get(pair, 0) + 1
+            latest[pair] = problem
+        db.executemany("INSERT INTO billing_problem_counts (minute_ms, reason, event_type, count) VALUES (?, ?, ?, ?)"
+                       " ON CONFLICT (minute_ms, reason, event_type) DO UPDATE SET"
+                       " count = billing_problem_counts.count + excluded.count",
+                       [(minute, reason, event_type, n) for (reason, event_type), n in sorted(counts.items())])
+        db.executemany("INSERT INTO billing_problem_examples (reason, event_type, at_ms, transaction_id, customer_id,"
+                       " message, payload) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (reason, event_type) DO UPDATE SET"
+                       " at_ms = excluded.at_ms, transaction_id = excluded.transaction_id,"
+                       " customer_id = excluded.customer_id, message = excluded.message, payload = excluded.payload",
+                       [(p.reason, p.event_type, now_ms, p.transaction_id, p.customer_id, p.message, p.payload)
+                        for _, p in sorted(latest.items())])
+
+    def billing_problems(self, since_ms: int) -> dict:
+        with self._read() as db:
+            counts = db.execute("SELECT minute_ms, reason, event_type, count FROM billing_problem_counts"
+                                " WHERE minute_ms >= ? ORDER BY minute_ms", (since_ms - since_ms % 60_000,)).fetchall()
+            examples = db.execute("SELECT reason, event_type, at_ms, transaction_id, customer_id, message, payload"
+                                  " FROM billing_problem_examples WHERE at_ms >= ? ORDER BY at_ms DESC",
+                                  (since_ms,)).fetchall()
+        return {"counts": [tuple(c) for c in counts],
+                "examples": [{"reason": e[0], "event_type": e[1], "at_ms": e[2], "transaction_id": e[3],
+                              "customer_id": e[4], "message": e[5], "payload": bytes(e[6])} for e in examples]}
+
+    def prune_billing_problems(self, before_ms: int) -> None:
+        with self._write(durable=False) as db:
+            db.execute("DELETE FROM billing_problem_counts WHERE minute_ms < ?", (before_ms,))
+            db.execute("DELETE FROM billing_problem_examples WHERE at_ms < ?", (before_ms,))
 
     def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
         """Lease the oldest ready rows that no live lease holds; an expired lease is taken over

@@ -24,6 +24,7 @@ log = logging.getLogger("destination.worker")
 
 PAUSED_UNTIL = "paused_until_ms"
 PRUNE_EVERY_S = 600
+BILLING_PROBLEMS_KEPT_MS = 8 * 86_400_000  # the Billing view shows up to a week
 # Delivered batches are acked together: at the end of each claim, before any other outcome is
 # recorded, and at least every this many events. One commit per claim instead of per batch is
 # most of a worker's speed. If the process dies first, those events are sent again with the same
@@ -227,11 +228,12 @@ class Worker:
             self.queue.retry_later(owner, [e.id for e in events], self._now_ms(), "released", count_attempt=False)
 
     def _prune_log(self) -> None:
-        """Drop delivery-log rows past their retention, every few minutes."""
+        """Drop delivery-log rows past their retention, and billing problems past a week, every few minutes."""
         now_s = self.clock()
         if now_s - self._pruned_at >= PRUNE_EVERY_S:
             self._pruned_at = now_s
             self.queue.prune_delivery_log(int(now_s * 1000) - self.log_retention_ms)
+            self.queue.prune_billing_problems(int(now_s * 1000) - BILLING_PROBLEMS_KEPT_MS)
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)

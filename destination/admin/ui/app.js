@@ -92,6 +92,7 @@ function showTab(name) {
   document.querySelectorAll("#tabs [data-tab]").forEach((b) => b.classList.toggle("active", b.dataset.tab === name));
   if (name === "versions") loadVersions();
   if (name === "dead-letters") loadDeadLetters();
+  if (name === "billing") loadBilling();
 }
 
 // -- mappings ---------------------------------------------------------------------------------------
@@ -329,6 +330,81 @@ async function removeAll() {
   loadDeadLetters();
 }
 
+// -- billing ----------------------------------------------------------------------------------------
+
+const SVG = "http://www.w3.org/2000/svg";
+
+async function loadBilling() {
+  const [catalog, problems, verification] = await Promise.all(
+    ["/billing/catalog", "/billing/problems?hours=24", "/billing/verification"].map((path) => api("GET", path)));
+  showCatalog(catalog.data);
+  drawChart(problems.data.series.filter((s) => s.current));
+  const resolved = problems.data.series.filter((s) => !s.current);
+  $("billing-resolved").textContent = resolved.length
+    ? "Resolved since: " + resolved.map((s) => `${s.reason} · ${s.event_type} (${s.total})`).join(", ") : "";
+  $("billing-examples").replaceChildren(...problems.data.examples.filter((e) => e.current).map((e) =>
+    row([when(e.at_ms), e.reason, e.event_type, e.customer_id, e.message], [])));
+  showVerification(verification.data);
+}
+
+function showCatalog(catalog) {
+  const age = catalog.age_s === null ? "never read from Metronome" : `read ${Math.round(catalog.age_s)} s ago`;
+  $("billing-catalog").textContent = `BILLING_CHECK=${catalog.billing_check} · catalog ${age} · ` +
+    `${catalog.metrics.length} metric(s) · ${catalog.customers.known.length} customer id(s) known` +
+    (catalog.error ? ` · last error: ${catalog.error}` : "");
+}
+
+// A horizontal bar per (reason, event type), drawn here: no chart library, no build step.
+function drawChart(series) {
+  const chart = $("billing-chart");
+  const rowHeight = 26, labelWidth = 340, barWidth = 360;
+  const most = Math.max(1, ...series.map((s) => s.total));
+  chart.setAttribute("width", labelWidth + barWidth + 80);
+  chart.setAttribute("height", Math.max(1, series.length) * rowHeight + 8);
+  chart.replaceChildren();
+  if (!series.length) chart.appendChild(svgText(8, 20, "No unresolved billing problem in the last 24 hours."));
+  series.forEach((s, i) => {
+    const y = 4 + i * rowHeight;
+    const group = document.createElementNS(SVG, "g");
+    group.dataset.reason = s.reason;
+    group.dataset.eventType = s.event_type;
+    group.dataset.total = String(s.total);
+    group.appendChild(svgText(8, y + 17, `${s.reason} · ${s.event_type}`));
+    const bar = document.createElementNS(SVG, "rect");
+    bar.setAttribute("class", "bar");
+    bar.setAttribute("x", labelWidth);
+    bar.setAttribute("y", y + 4);
+    bar.setAttribute("height", rowHeight - 8);
+    bar.setAttribute("width", Math.max(2, Math.round(barWidth * s.total / most)));
+    group.appendChild(bar);
+    group.appendChild(svgText(labelWidth + barWidth + 8, y + 17, String(s.total)));
+    chart.appendChild(group);
+  });
+}
+
+function svgText(x, y, content) {
+  const text = document.createElementNS(SVG, "text");
+  text.setAttribute("x", x);
+  text.setAttribute("y", y);
+  text.textContent = content;
+  return text;
+}
+
+function showVerification(results) {
+  const counts = Object.entries(results.counts).map(([k, v]) => `${k}: ${v}`).join(", ") || "nothing checked yet";
+  $("billing-verification").textContent = `${counts} · disagreements: ${results.disagreements}`;
+  $("billing-checks").replaceChildren(...results.recent.slice(0, 20).map((r) =>
+    row([r.transaction_id, r.event_type, r.result, r.agrees ? "yes" : "NO"], [])));
+}
+
+async function refreshCatalog() {
+  say("billing-status", "asking the worker to read Metronome's metrics…");
+  const answer = await api("POST", "/billing/refresh");
+  say("billing-status", answer.data.refreshed ? "catalog refreshed" : answer.data.message || "not refreshed",
+      answer.data.refreshed ? "ok" : "error");
+  await loadBilling();
+}
+
 // -- wiring -----------------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -354,5 +430,6 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("dl-replay-all").addEventListener("click", () => replay("/dead-letters/replay", bulkBody()));
   $("dl-delete-all").addEventListener("click", removeAll);
+  $("billing-refresh").addEventListener("click", refreshCatalog);
   if (state.token) signIn(state.token);
 });
