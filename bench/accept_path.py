@@ -6,7 +6,10 @@ Postgres comes from DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/t
 works in a schema of its own and drops it. Prints a table and a JSON line of medians, with the
 CPU time the gunicorn processes spent per event (Postgres's own processes are not counted).
 Batches also go to the app with a store that does nothing (nostore_app.py): the ceiling of our
-Python work, so the store's part of the gap to the relay is a figure.
+Python work, so the store's part of the gap to the relay is a figure. The SQLite and Postgres
+apps run with BILLING_CHECK=OFF; a second SQLite app runs with WARN against a catalog written
+into its store beforehand (the guide's metrics, the load generator's user known), and its
+batches are compared with the plain SQLite app's run by run: the check's cost end to end.
 """
 from __future__ import annotations
 
@@ -73,7 +76,25 @@ def _tail(log: Path, lines: int = 20) -> str:
 
 def app_env(store: dict) -> dict:
     return {"WRITE_KEYS": f"bench:{loadgen.WRITE_KEY}", "METRONOME_API_TOKEN": "bench", "DELIVER_IN_WEB": "false",
-            "METRONOME_BASE_URL": "http://127.0.0.1:9", "HOST": "127.0.0.1", "DATABASE_URL": "", **store}
+            "METRONOME_BASE_URL": "http://127.0.0.1:9", "HOST": "127.0.0.1", "DATABASE_URL": "",
+            "BILLING_CHECK": "OFF", **store}
+
+
+def seeded_catalog(sqlite_path: str) -> None:
+    """Write the catalog a worker would have read: the guide's metrics, and the bench's user known."""
+    sys.path.insert(0, str(ROOT))
+    import orjson
+
+    from destination.billing.catalog import KEY
+    from destination.config import load_settings
+    from destination.queue.connect import open_queue
+    from destination.sandbox.seed import read_seed
+
+    metrics = [{k: v for k, v in m.items() if k != "key"} for m in read_seed("guide")["billable_metrics"]]
+    queue = open_queue(load_settings(env={**app_env({"SQLITE_PATH": sqlite_path})}))
+    queue.set_state(KEY, orjson.dumps({"metrics": metrics, "refreshed_ms": 1, "error": None,
+                                       "customers": {"user_42": [True, 1]}}).decode())
+    queue.close()
 
 
 def measured_run(pid: int, port: int, path: str, per_request: int, seconds: float) -> dict:
@@ -103,13 +124,18 @@ def main() -> None:
         # All the servers stay up (idle ones cost nothing) and the runs take turns: the
         # machine's speed drifts by a fifth or more within minutes, so each of our runs is
         # compared with the relay run just before it, not with one from minutes earlier.
-        ports = {"relay": free_port(), "sqlite": free_port(), "postgres": free_port(), "nostore": free_port()}
+        ports = {"relay": free_port(), "sqlite": free_port(), "postgres": free_port(), "nostore": free_port(),
+                 "warn": free_port()}
+        seeded_catalog(f"{tmp}/warn.sqlite3")
         logs = {name: Path(tmp) / f"{name}.log" for name in ports}
         pids = {"relay": stack.enter_context(server(relay_command, {}, ports["relay"], log=logs["relay"])),
                 "sqlite": stack.enter_context(server(app_command, app_env({"SQLITE_PATH": f"{tmp}/bench.sqlite3"}),
                                                      ports["sqlite"], log=logs["sqlite"])),
                 "nostore": stack.enter_context(server(nostore_command, app_env({"SQLITE_PATH": f"{tmp}/nostore.sqlite3"}),
-                                                      ports["nostore"], log=logs["nostore"]))}
+                                                      ports["nostore"], log=logs["nostore"])),
+                "warn": stack.enter_context(server(app_command, app_env({"SQLITE_PATH": f"{tmp}/warn.sqlite3",
+                                                                         "BILLING_CHECK": "WARN"}),
+                                                   ports["warn"], log=logs["warn"]))}
         url = stack.enter_context(postgres_schema())
         subprocess.run([sys.executable, "-m", "destination", "migrate"], cwd=ROOT, check=True, capture_output=True,
                        env={**os.environ, **app_env({"DATABASE_URL": url})})
@@ -119,6 +145,7 @@ def main() -> None:
                  for shape, path, per_request in (("batch100", "/v1/batch", 100), ("single", "/v1/track", 1))
                  for name in ("relay", "sqlite", "postgres")]
         cases.insert(3, ("nostore_batch100", ports["nostore"], "/v1/batch", 100))  # batches only: the ceiling
+        cases.insert(2, ("warn_batch100", ports["warn"], "/v1/batch", 100))  # right after the plain SQLite run
         for _, port, path, per_request in cases:
             loadgen.run(port, path, per_request, 1.0)  # warm-up
         runs: dict = {case: [] for case, *_ in cases}
@@ -143,7 +170,8 @@ def main() -> None:
                "postgres_batch_vs_relay": share("postgres_batch100", "relay_batch100"),
                "nostore_batch_vs_relay": share("nostore_batch100", "relay_batch100"),
                "sqlite_single_vs_relay": share("sqlite_single", "relay_single"),
-               "postgres_single_vs_relay": share("postgres_single", "relay_single")}
+               "postgres_single_vs_relay": share("postgres_single", "relay_single"),
+               "billing_warn_vs_off_sqlite_batch": share("warn_batch100", "sqlite_batch100")}
     print(f"{'case':20} {'events/s':>10} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'server CPU us/event':>20}")
     for case, figures in results.items():
         print(f"{case:20} {figures['events_per_s']:>10.0f} {figures['requests_per_s']:>11.0f} "
@@ -152,6 +180,7 @@ def main() -> None:
           f"{summary['sqlite_batch_vs_relay']:.0%}, Postgres {summary['postgres_batch_vs_relay']:.0%}; single events, "
           f"SQLite {summary['sqlite_single_vs_relay']:.0%}, Postgres {summary['postgres_single_vs_relay']:.0%}; "
           f"batches with a store that does nothing (bench/nostore_app.py) {summary['nostore_batch_vs_relay']:.0%}")
+    print(f"BILLING_CHECK=WARN against OFF, SQLite batches, run by run: {summary['billing_warn_vs_off_sqlite_batch']:.1%}")
     print(json.dumps(summary))
 
 
