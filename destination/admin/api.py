@@ -13,6 +13,7 @@ from flask import Blueprint, Response, current_app, g, request
 
 from destination.admin.replay import replay
 from destination.billing import catalog, verify
+from destination.billing.client import MetronomeClient, MetronomeUnavailable
 from destination.billing.judge import BillingCheck
 from destination.billing.matcher import verdict
 from destination.errors import BadRequest, ConfigError, InvalidMapping, NotFound, Unauthorized
@@ -20,6 +21,8 @@ from destination.intake.authenticate import bearer, match_secret
 from destination.intake.pipeline import process_events
 from destination.mapping.versions import compile_text, version_name
 from destination.payload import exact
+from destination.payload.timestamps import rfc3339_ms
+from destination.payload.validate import WINDOW_MS
 
 REFRESH_WAIT_S = 15  # the worker looks for a refresh request every second
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
@@ -137,7 +140,31 @@ def preview():
         out.append({"event": event, "source": source, "status": result["status"],
                     "usage_events": [orjson.loads(row.payload) for row in processed.rows],
                     "billing": result.get("billing", []), "errors": result.get("errors", [])})
-    return {"valid": True, "mapping_version": mapping_set.version, "events": out}
+    answer = {"valid": True, "mapping_version": mapping_set.version, "events": out}
+    if "price" in body:
+        answer["priced"] = _price(runtime, body["price"], [u for e in out for u in e["usage_events"]])
+    return answer
+
+
+def _price(runtime, price, usage_events: list[dict]) -> dict:
+    """What these usage events would add to a customer's draft invoice, from Metronome's previewEvents.
+
+    An admin's explicit request, so this web process calls Metronome here (the accept path never does)."""
+    if not isinstance(price, dict) or not isinstance(price.get("customer_id"), str) or not price["customer_id"]:
+        raise BadRequest("price needs a customer_id: the Metronome customer to price these events for", code="invalid_price")
+    if not usage_events:
+        return {"customer_id": price["customer_id"], "line_items": [], "message": "no usage event to price"}
+    client = MetronomeClient(runtime.settings.metronome_base_url, runtime.settings.metronome_api_token,
+                             timeout_s=runtime.settings.read_timeout_seconds, attempts=1)
+    events = [{k: u[k] for k in ("event_type", "timestamp", "properties", "transaction_id") if k in u}
+              for u in usage_events[:100]]
+    try:
+        # `replace`: the draft as if these were the period's only usage, i.e. exactly what they add
+        invoices = client.preview_events(price["customer_id"], events, mode="replace")
+    except MetronomeUnavailable as exc:
+        return {"customer_id": price["customer_id"], "error": str(exc)}
+    lines = [line for invoice in invoices for line in invoice.get("line_items", []) if line.get("quantity")]
+    return {"customer_id": price["customer_id"], "line_items": lines}
 
 
 @blueprint.get("/billing/catalog")
@@ -376,6 +403,8 @@ def _letter_view(row: dict) -> dict:
     view = {k: v for k, v in row.items() if k not in ("raw", "payload")}
     view["event"] = exact.loads(row["raw"])
     view["payload"] = orjson.loads(row["payload"]) if row.get("payload") else None
+    if view["payload"] and row.get("stage") == "billing":  # held: it ages towards Metronome's window all the same
+        view["window_ends_ms"] = rfc3339_ms(view["payload"]["timestamp"])[0] + WINDOW_MS
     return view
 
 

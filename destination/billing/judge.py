@@ -20,9 +20,14 @@ MODES = ("off", "warn", "hold")
 
 
 class Held(EventRefused):
-    """An event `hold` sets aside: kept whole at stage `billing`, with the verdict's reason."""
+    """An event `hold` sets aside: kept whole at stage `billing`, with the verdict's reason and the
+    usage event it became, whose timestamp says how long it has before Metronome's 34-day window."""
 
     stage = "billing"
+
+    def __init__(self, code: str, message: str, transaction_id: str | None = None, payload: bytes | None = None):
+        super().__init__(code, message)
+        self.transaction_id, self.payload = transaction_id, payload
 
 
 class BillingCheck:
@@ -44,11 +49,11 @@ class BillingCheck:
             return CLEAN
         return verdict(usage_event, catalog, self.max_property_bytes)
 
-    def held(self, judged: Verdict) -> Held | None:
+    def held(self, judged: Verdict, transaction_id: str, payload: bytes) -> Held | None:
         """The refusal that sets this event aside in hold mode, or None to deliver it."""
         if not self.hold:
             return None
         for problem in judged.problems:
             if problem.code in LOSES_USAGE:
-                return Held(problem.code, problem.message)
+                return Held(problem.code, problem.message, transaction_id, payload)
         return None

@@ -88,6 +88,7 @@ class Verdict:
             for metric, adds in self.bills:
                 groups = {k: self.properties[k] for k in metric.group_keys if k in self.properties}
                 out["metrics"].append({"id": metric.id, "name": metric.name, "adds": adds,
+                                       **({"key": metric.aggregation_key} if metric.aggregation_key else {}),
                                        **({"groups": groups} if groups else {})})
         if self.problems:
             out["problems"] = [p.as_json() for p in self.problems]

@@ -84,7 +84,8 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
             result["errors"] = [{"mapping": name, "code": r.code, "message": r.message} for name, r in refusals]
             out.dead_letters.extend(
                 DeadLetter(raw, r.code, f"{name}: {r.message}" if name else r.message, mapping_set.version,
-                           getattr(r, "stage", "receive"), source=source)
+                           getattr(r, "stage", "receive"), getattr(r, "transaction_id", None),
+                           getattr(r, "payload", None), source=source)
                 for name, r in refusals
             )
         out.results.append(result)
@@ -115,7 +116,7 @@ def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_ev
                 if judged.problems:
                     problems.extend(BillingProblem(p.code, usage.event["event_type"], usage.transaction_id,
                                                    usage.event["customer_id"], p.message, payload) for p in judged.problems)
-                if billing.hold and (held := billing.held(judged)) is not None:
+                if billing.hold and (held := billing.held(judged, usage.transaction_id, payload)) is not None:
                     raise held
                 verdicts.append(judged)
         except EventRefused as refusal:

@@ -1,4 +1,6 @@
 """Will it bill? The check at the door, against the emulator's catalog over real HTTP."""
+from datetime import datetime
+
 import pytest
 import requests
 
@@ -63,7 +65,7 @@ def test_transfer_bills_5000_bytes_and_the_typo_transfr_names_transfer(service, 
     preview = requests.post(service.url + "/admin/preview", headers=ADMIN, timeout=10, json={
         "event": track("p", when, customer="acme", bytes=5000, region="us-east-1")}).json()
     assert preview["events"][0]["billing"] == [{"bills": True, "metrics": [
-        {"id": TRANSFER, "name": "Data transfer (bytes)", "adds": "5000", "groups": {"region": "us-east-1"}}]}]
+        {"id": TRANSFER, "name": "Data transfer (bytes)", "adds": "5000", "key": "bytes", "groups": {"region": "us-east-1"}}]}]
 
 
 def test_each_problem_from_a_real_event_and_an_alias_that_turns_unknown_into_matched(service, guide, sandbox, clock):
@@ -99,6 +101,9 @@ def test_hold_sets_typos_aside_and_a_replay_after_the_metric_exists_delivers_the
         assert answer["refused"] == 50 and {e["errors"][0]["code"] for e in answer["events"]} == {"no_billable_metric"}
         held = requests.get(service.url + "/admin/dead-letters?stage=billing&limit=100", headers=ADMIN, timeout=10).json()
         assert len(held["dead_letters"]) == 50
+        # each keeps its usage event, so the page can say how long it has before Metronome's 34-day window
+        window_end = held["dead_letters"][0]["window_ends_ms"]
+        assert window_end == int(datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp() * 1000) + 34 * 86_400_000
         assert sandbox.state.events == {}
 
         metric = guide.create("/v1/billable-metrics/create", {
@@ -180,3 +185,16 @@ def _basic(live) -> str:
 
     user, password = live.session.auth
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("price, status, expected", [
+    ({}, 400, "price needs a customer_id"),
+    ({"customer_id": 5}, 400, "price needs a customer_id"),
+    ({"customer_id": "00000000-0000-4000-8000-000000000000"}, 200, "customer 00000000-0000-4000-8000-000000000000 not found"),
+    ({"customer_id": GUIDE_CUSTOMER}, 200, "Data transfer"),
+])
+def test_price_it_answers_every_customer_id_clearly(service, guide, clock, price, status, expected):
+    answer = requests.post(service.url + "/admin/preview", headers=ADMIN, timeout=10, json={
+        "event": track("p", clock.iso(-60), customer="acme", bytes=5000, region="us-east-1"), "price": price})
+    assert answer.status_code == status, answer.text
+    assert expected in answer.text

@@ -1,5 +1,7 @@
 """The admin page's Billing view in a real headless Chromium: the chart shows the typo events,
 and a refresh after the missing metric is created clears them."""
+import json
+
 import pytest
 import requests
 
@@ -55,3 +57,19 @@ def test_the_chart_shows_the_typos_and_a_refresh_after_creating_the_metric_clear
     assert "transfr" not in page.el("billing-examples").text
     screenshot(browser, tmp_path, "billing-view-resolved.png")
     wait_until(lambda: {f"typo-{i}" for i in range(7)} <= set(sandbox.state.events), message="the typos delivered (warn)")
+
+
+def test_the_mapping_preview_says_what_an_event_adds_and_prices_it_for_a_customer(browser, live, clock, tmp_path):
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    assert requests.post(live.url + "/admin/billing/refresh", headers=headers, timeout=30).json()["refreshed"]
+    page = Page(browser, live.url)
+    page.sign_in(ADMIN)
+    page.wait.until(lambda _: page.css('#mapping-rows tr[data-name="track events as usage"]'), "the mapping list")
+    page.css('#mapping-rows tr[data-name="track events as usage"] button[data-action="edit"]')[0].click()
+    event = track("price-1", clock.iso(-60), customer="acme", bytes=5000, region="us-east-1")
+    page.type_into("preview-event", json.dumps(event))
+    page.until_text("preview-billing", "+5000 bytes on Data transfer (bytes)")
+    page.type_into("price-customer", "5e2d1c0b-0000-4000-8000-000000000031")  # the guide's customer
+    page.el("price-it").click()
+    page.until_text("price-output", "Data transfer: 5000 × 0.01 = 50 (USD (cents))")
+    screenshot(browser, tmp_path, "preview-priced.png")

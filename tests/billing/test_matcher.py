@@ -66,7 +66,7 @@ def test_a_sql_metric_may_match_anything_so_no_event_is_called_unbillable():
 def test_the_answer_form_of_a_verdict():
     judged = verdict(event(bytes="5000", region="eu"), CATALOG, 256)
     assert judged.as_json() == {"bills": True, "metrics": [
-        {"id": "m-transfer", "name": "Data transfer", "adds": "5000", "groups": {"region": "eu"}}]}
+        {"id": "m-transfer", "name": "Data transfer", "adds": "5000", "key": "bytes", "groups": {"region": "eu"}}]}
     assert verdict(event("transfr"), CATALOG, 256).as_json()["bills"] is False
 
 

@@ -198,6 +198,28 @@ async function preview() {
   say("preview-status", `${result.status}: ${result.usage_events.length} usage event(s)` +
       (errors.length ? ` · ${errors.join(" · ")}` : ""), result.status === "accepted" ? "ok" : "error");
   $("preview-output").textContent = JSON.stringify(result.usage_events, null, 2);
+  $("preview-billing").textContent = result.billing.map(describeVerdict).join(" · ");
+}
+
+// "+5000 bytes on Data transfer (bytes)", or why it bills nothing.
+function describeVerdict(verdict) {
+  const fed = (verdict.metrics || []).map((m) => `+${m.adds}${m.key ? " " + m.key : ""} on ${m.name}`);
+  const problems = (verdict.problems || []).map((p) => `${p.code}: ${p.message}`);
+  const head = verdict.bills === true ? "bills" : verdict.bills === false ? "bills nothing" : "not checked";
+  return [head + (fed.length ? ": " + fed.join(", ") : ""), ...problems].join(" · ");
+}
+
+async function priceIt() {
+  const eventText = $("preview-event").value.trim();
+  const customer = $("price-customer").value.trim();
+  if (!eventText || !customer) return say("preview-status", "paste an event and a customer id to price it", "error");
+  const body = `{"document": ${candidateText()}, "event": ${eventText}, "price": ${JSON.stringify({ customer_id: customer })}}`;
+  const answer = await api("POST", "/preview", body);
+  const priced = answer.ok ? answer.data.priced : { error: answer.data.message };
+  const lines = priced.error ? [priced.error] : priced.line_items.length
+    ? priced.line_items.map((l) => `${l.name}: ${l.quantity}` + (l.unit_price !== undefined ? ` × ${l.unit_price}` : "") + ` = ${l.total} (${l.credit_type ? l.credit_type.name : ""})`)
+    : ["adds nothing to the draft invoice"];
+  $("price-output").replaceChildren(...lines.map((text) => { const li = document.createElement("li"); li.textContent = text; return li; }));
 }
 
 async function loadRecent() {
@@ -287,13 +309,20 @@ async function loadDeadLetters() {
   if (!answer.ok) return say("dl-status", answer.data.message, "error");
   $("dl-total").textContent = `(${answer.data.count} shown of ${answer.data.total})`;
   for (const letter of answer.data.dead_letters) {
-    const tr = row([String(letter.id), when(letter.dead_lettered_at_ms), letter.code, letter.reason,
+    const tr = row([String(letter.id), when(letter.dead_lettered_at_ms), letter.code, letter.reason + timeLeft(letter),
                     letter.mapping_version, letter.transaction_id || ""],
                    [["Inspect", () => inspect(letter), "inspect"], ["Replay", () => replay(`/dead-letters/${letter.id}/replay`), "replay"],
                     ["Delete", () => remove(letter.id), "delete"]]);
     tr.dataset.id = String(letter.id);
     rows.appendChild(tr);
   }
+}
+
+// A held event still ages: past Metronome's 34-day window it can never be sent.
+function timeLeft(letter) {
+  if (!letter.window_ends_ms) return "";
+  const days = (letter.window_ends_ms - Date.now()) / 86400000;
+  return days > 0 ? ` · ${days.toFixed(1)} days left to replay it` : " · past Metronome's 34-day window";
 }
 
 function inspect(letter) {
@@ -431,5 +460,6 @@ document.addEventListener("DOMContentLoaded", () => {
   $("dl-replay-all").addEventListener("click", () => replay("/dead-letters/replay", bulkBody()));
   $("dl-delete-all").addEventListener("click", removeAll);
   $("billing-refresh").addEventListener("click", refreshCatalog);
+  $("price-it").addEventListener("click", priceIt);
   if (state.token) signIn(state.token);
 });
