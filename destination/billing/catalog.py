@@ -71,12 +71,6 @@ class Refresher:
         self.queue, self.client, self.clock = queue, client, clock
         self.refresh_s, self.hit_s, self.miss_s = refresh_s, hit_s, miss_s
         self.lookups_per_step = max(1, round(lookups_per_minute * STEP_S / 60)) if lookups_per_minute else 0
-        self.seen: set[str] = set()  # customer ids delivered since the last step
-        self._lock = threading.Lock()
-
-    def saw(self, customer_ids) -> None:
-        with self._lock:
-            self.seen.update(customer_ids)
 
     def step(self, force: bool = False) -> dict:
         """One refresh: metrics when due (or asked for), then the customers due a lookup. Returns the document."""
@@ -99,19 +93,22 @@ class Refresher:
         return document
 
     def _look_up_customers(self, document: dict, now_ms: int) -> None:
-        with self._lock:
-            seen, self.seen = self.seen, set()
+        """Those an accept asked about (from any process), then those whose answer has expired."""
         customers = document["customers"]
-        due = [cid for cid in sorted(seen | set(customers)) if _due(customers.get(cid), now_ms, self.hit_s, self.miss_s)]
-        for cid in due[:self.lookups_per_step]:
+        requested = self.queue.customer_lookups(max(self.lookups_per_step, 1) * 4)
+        fresh = [cid for cid in requested if not _due(customers.get(cid), now_ms, self.hit_s, self.miss_s)]
+        expired = [cid for cid, entry in sorted(customers.items()) if _due(entry, now_ms, self.hit_s, self.miss_s)]
+        due = [cid for cid in dict.fromkeys(requested + expired) if cid not in fresh][:self.lookups_per_step]
+        done = []
+        for cid in due:
             try:
                 found = self.client.customer_by_alias(cid)
             except MetronomeUnavailable as exc:
                 log.warning("billing catalog: cannot look up customer %r: %s", cid, exc)
                 break
             customers[cid] = [found is not None, now_ms]
-        with self._lock:  # what was not reached waits for the next step
-            self.seen.update(cid for cid in due[self.lookups_per_step:] if cid not in customers)
+            done.append(cid)
+        self.queue.forget_customer_lookups([cid for cid in requested if cid in fresh or cid in done])
 
 
 def _due(entry, now_ms: int, hit_s: float, miss_s: float) -> bool:

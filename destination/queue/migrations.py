@@ -172,6 +172,15 @@ _BILLING_PROBLEMS = """
     )
 """
 
+# Customer ids an accept found unknown to the catalog, for whichever process refreshes it to look
+# up: any web process may see a new customer, and only one process at a time talks to Metronome.
+_BILLING_CUSTOMER_LOOKUPS = """
+    CREATE TABLE billing_customer_lookups (
+        customer_id TEXT PRIMARY KEY,
+        requested_ms {int} NOT NULL
+    )
+"""
+
 SQLITE = [
     _SQLITE_OUTBOX.format(name="outbox", unique=" UNIQUE", later_columns="") + """;
     CREATE INDEX outbox_ready ON outbox (available_at_ms, id);
@@ -190,6 +199,7 @@ SQLITE = [
     _LOG_LOOKUPS_BY_BLOCK,
     _CUSTOMER_LOOKUP_BY_BLOCK,
     _BILLING_PROBLEMS.format(**_SQLITE_TYPES),
+    _BILLING_CUSTOMER_LOOKUPS.format(**_SQLITE_TYPES),
 ]
 
 POSTGRES = [
@@ -220,6 +230,7 @@ POSTGRES = [
     _LOG_LOOKUPS_BY_BLOCK,
     _CUSTOMER_LOOKUP_BY_BLOCK,
     _BILLING_PROBLEMS.format(**_POSTGRES_TYPES),
+    _BILLING_CUSTOMER_LOOKUPS.format(**_POSTGRES_TYPES),
 ]
 
 STEPS = {"sqlite": SQLITE, "postgres": POSTGRES}

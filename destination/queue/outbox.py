@@ -120,6 +120,14 @@ class Queue(Protocol):
 
     def prune_billing_problems(self, before_ms: int) -> None: ...
 
+    def customer_lookups(self, limit: int) -> list[str]:
+        """Customer ids an accept found unknown to the billing catalog, oldest first."""
+
+    def forget_customer_lookups(self, customer_ids: list[str]) -> None: ...
+
+    def take_lease(self, name: str, owner: str, ttl_ms: int, now_ms: int) -> bool:
+        """Hold a named lease shared by every process, if free, expired or already this owner's."""
+
     def ping(self) -> None: ...
 
     def save_mapping_version(self, document: str, author: str, comment: str, now_ms: int, if_latest=...) -> int | None:

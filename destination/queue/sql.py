@@ -122,6 +122,34 @@ class SQLQueue:
                        " customer_id = excluded.customer_id, message = excluded.message, payload = excluded.payload",
                        [(p.reason, p.event_type, now_ms, p.transaction_id, p.customer_id, p.message, p.payload)
                         for _, p in sorted(latest.items())])
+        pending = sorted({p.customer_id for p in problems if p.reason == "customer_lookup_pending"})
+        if pending:
+            db.executemany("INSERT INTO billing_customer_lookups (customer_id, requested_ms) VALUES (?, ?)"
+                           " ON CONFLICT (customer_id) DO NOTHING", [(cid, now_ms) for cid in pending])
+
+    def customer_lookups(self, limit: int) -> list[str]:
+        with self._read() as db:
+            return [r[0] for r in db.execute("SELECT customer_id FROM billing_customer_lookups"
+                                             " ORDER BY requested_ms, customer_id LIMIT ?", (limit,)).fetchall()]
+
+    def forget_customer_lookups(self, customer_ids: list[str]) -> None:
+        if customer_ids:
+            with self._write(durable=False) as db:
+                db.executemany("DELETE FROM billing_customer_lookups WHERE customer_id = ?",
+                               [(cid,) for cid in customer_ids])
+
+    def take_lease(self, name: str, owner: str, ttl_ms: int, now_ms: int) -> bool:
+        """Hold the named lease for `ttl_ms` if it is free, expired or already this owner's.
+
+        Kept in the state table as zero-padded "until owner" text, so one conditional upsert,
+        compared as text, decides on both backends."""
+        value = f"{now_ms + ttl_ms:015d} {owner}"
+        with self._write(durable=False) as db:
+            db.execute("INSERT INTO sender_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET"
+                       " value = excluded.value WHERE sender_state.value < ? OR substr(sender_state.value, 17) = ?",
+                       (name, value, f"{now_ms:015d}", owner))
+            held = db.execute("SELECT value FROM sender_state WHERE key = ?", (name,)).fetchone()[0]
+        return held == value
 
     def billing_problems(self, since_ms: int) -> dict:
         with self._read() as db:
