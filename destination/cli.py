@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--port", type=int, default=8090, help="Listen port (default 8090).")
     sandbox.add_argument("--token", action="append", default=None, help=f"Accepted bearer token (repeatable; default {SANDBOX_TOKEN}).")
     sandbox.add_argument("--seed", default="none", help="Start from a seed file: a path, `guide` (the shipped one) or `none` (default).")
-    sandbox.add_argument("--max-property-bytes", type=int, default=256,
+    sandbox.add_argument("--max-property-bytes", type=_at_least_one, default=256,
                          help="Refuse a batch holding a longer property value, as Metronome does (default 256).")
     return parser
 
@@ -201,6 +201,12 @@ def _sandbox(args) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("must be a whole number of at least 1")
+    return int(text)
 
 
 def _seed(sandbox, seed: str) -> None:

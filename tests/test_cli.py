@@ -33,6 +33,10 @@ def test_worker_help_lists_settings_with_their_environment_variables():
     (["worker"], {"METRONOME_API_TOKEN": "t", "MAX_REQUEST_BYTES": "5"}, "MAX_REQUEST_BYTES='5': must be between 1024 and 104857600"),
     (["worker"], {"METRONOME_API_TOKEN": "t", "DATABASE_URL": "mysql://x"}, "DATABASE_URL=(hidden): must be a postgres:// or postgresql:// URL"),
     (["serve", "--sandbox", "--mappings-path", "missing.json"], {}, "MAPPINGS_PATH: cannot read missing.json"),
+    (["worker"], {"METRONOME_API_TOKEN": "t", "BILLING_CHECK": "maybe"}, "BILLING_CHECK='maybe': must be one of OFF, WARN, HOLD"),
+    (["worker"], {"METRONOME_API_TOKEN": "t", "BILLING_VERIFY_SAMPLE": "1000"}, "BILLING_VERIFY_SAMPLE='1000': must be between 0 and 100"),
+    (["serve", "--sandbox", "--sandbox-seed", "missing-seed.json"], {}, "SANDBOX_SEED: cannot read seed file missing-seed.json"),
+    (["sandbox", "--max-property-bytes", "0"], {}, "--max-property-bytes: must be a whole number of at least 1"),
 ])
 def test_a_bad_setting_stops_startup_naming_it(args, env, message, tmp_path):
     import os

@@ -198,3 +198,16 @@ def test_price_it_answers_every_customer_id_clearly(service, guide, clock, price
         "event": track("p", clock.iso(-60), customer="acme", bytes=5000, region="us-east-1"), "price": price})
     assert answer.status_code == status, answer.text
     assert expected in answer.text
+
+
+@pytest.mark.parametrize("hours", ["0", "169", "abc", "-1", "99999999999999999999"])
+def test_the_problems_view_refuses_hours_it_cannot_show_with_a_400(client, hours):
+    answer = client.get(f"/admin/billing/problems?hours={hours}", headers=ADMIN)
+    assert answer.status_code == 400 and answer.json["code"] in ("invalid_hours", "invalid_number"), answer.json
+
+
+def test_a_refresh_with_no_worker_running_says_so_with_202_and_stores_nothing(app, client, queue):
+    app.config["BILLING_REFRESH_WAIT_S"] = 0.3  # no worker will ever take it here
+    answer = client.post("/admin/billing/refresh", headers=ADMIN)
+    assert (answer.status_code, answer.json["refreshed"]) == (202, False)
+    assert "is a worker running?" in answer.json["message"] and answer.json["refreshed_ms"] is None
