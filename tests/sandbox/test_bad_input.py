@@ -4,9 +4,9 @@ import uuid
 import orjson
 import pytest
 import requests
-from metronome_api import Api
 
 from conftest import TOKEN
+from metronome_api import Api
 
 UNKNOWN = str(uuid.UUID(int=12345))
 DAY = {"starting_on": "2026-11-20T00:00:00Z", "ending_before": "2026-11-21T00:00:00Z"}

@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import orjson
 import requests
-from metronome_api import Api
-from metronome_spec import DOC
 
 from conftest import TOKEN, track, wait_until
+from metronome_api import Api
+from metronome_spec import DOC
 
 
 def ingest(sandbox, events):
