@@ -24,6 +24,7 @@ log = logging.getLogger("destination.billing")
 KEY = "billing_catalog"
 REQUEST_KEY = "billing_catalog_requested"  # an admin asked for a refresh now (the worker reads Metronome)
 STEP_S = 1.0  # how often the refresher looks for work; each part keeps its own pace
+RETRY_AFTER_FAILURE_S = 30  # after Metronome failed to answer, the metrics are asked for again this much later
 
 
 def parse(raw: str | None) -> Catalog | None:
@@ -71,6 +72,7 @@ class Refresher:
         self.queue, self.client, self.clock = queue, client, clock
         self.refresh_s, self.hit_s, self.miss_s = refresh_s, hit_s, miss_s
         self.lookups_per_step = max(1, round(lookups_per_minute * STEP_S / 60)) if lookups_per_minute else 0
+        self._retry_at_ms = 0
 
     def step(self, force: bool = False) -> dict:
         """One refresh: metrics when due (or asked for), then the customers due a lookup. Returns the document."""
@@ -79,15 +81,20 @@ class Refresher:
         force = force or requested is not None
         raw = self.queue.get_state(KEY)
         document = orjson.loads(raw) if raw else {"metrics": [], "refreshed_ms": None, "customers": {}, "error": None}
-        if force or document["refreshed_ms"] is None or now_ms - document["refreshed_ms"] >= self.refresh_s * 1000:
+        due = document["refreshed_ms"] is None or now_ms - document["refreshed_ms"] >= self.refresh_s * 1000
+        if force or (due and now_ms >= self._retry_at_ms):
             try:
                 document["metrics"] = [m for m in self.client.billable_metrics() if not m.get("archived_at")]
                 document["refreshed_ms"], document["error"] = now_ms, None
             except MetronomeUnavailable as exc:
+                # Metronome is down or rate-limiting: ask again later, not at every step.
+                self._retry_at_ms = now_ms + int(min(self.refresh_s, RETRY_AFTER_FAILURE_S) * 1000)
                 document["error"] = str(exc)
                 log.warning("billing catalog: cannot read metrics from Metronome: %s", exc)
         self._look_up_customers(document, now_ms)
-        self.queue.set_state(KEY, orjson.dumps(document).decode())
+        text = orjson.dumps(document).decode()
+        if text != raw:  # most steps change nothing: no write, and no re-read in every web process
+            self.queue.set_state(KEY, text)
         if requested is not None and self.queue.get_state(REQUEST_KEY) == requested:  # not a newer request
             self.queue.set_state(REQUEST_KEY, None)
         return document

@@ -41,3 +41,26 @@ def test_customer_ids_an_accept_found_unknown_wait_in_the_store_until_looked_up(
     assert queue.customer_lookups(10) == ["new-a", "new-b", "new-c"]
     queue.forget_customer_lookups(["new-a", "new-c"])
     assert queue.customer_lookups(10) == ["new-b"]
+
+
+def test_while_metronome_fails_the_metrics_are_asked_for_again_only_after_a_pause_unless_an_admin_asks(queue):
+    from destination.billing.catalog import RETRY_AFTER_FAILURE_S, Refresher
+    from destination.billing.client import MetronomeUnavailable
+
+    now = {"s": 1000.0}
+    calls = []
+
+    def failing():
+        calls.append(now["s"])
+        raise MetronomeUnavailable("GET /v1/billable-metrics: HTTP 429")
+
+    client = SimpleNamespace(billable_metrics=failing, customer_by_alias=lambda cid: None)
+    refresher = Refresher(queue, client, lambda: now["s"], refresh_s=300, lookups_per_minute=60, hit_s=86400, miss_s=60)
+    refresher.step()
+    now["s"] += 1
+    refresher.step()  # too soon after the failure: not asked
+    now["s"] += RETRY_AFTER_FAILURE_S
+    refresher.step()
+    refresher.step(force=True)  # an admin's refresh asks at once
+    assert calls == [1000.0, 1000.0 + 1 + RETRY_AFTER_FAILURE_S, 1000.0 + 1 + RETRY_AFTER_FAILURE_S]
+    assert "HTTP 429" in queue.get_state("billing_catalog")
