@@ -1,4 +1,3 @@
 """A Segment-style CDP destination that delivers usage events to Metronome's /v1/ingest."""
 
 __version__ = "0.1.0"
-USER_AGENT = f"metronome-destination/{__version__}"  # every request we make to Metronome

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import requests
 
-from destination import USER_AGENT
 from destination.billing.client import MetronomeClient, MetronomeUnavailable
 from destination.billing.matcher import Metric
 from destination.errors import ConfigError
 from destination.mapping.mapping_set import load_mapping_set
+from destination.metronome import USER_AGENT
 from destination.payload import exact
 from destination.queue import migrations
 from destination.queue.connect import open_queue

@@ -17,7 +17,7 @@ import jsonschema
 from flask import request
 
 from conftest import DATA
-from destination.worker.send import USER_AGENT
+from destination.metronome import USER_AGENT
 
 DOC = json.loads((DATA / "metronome-openapi-subset.json").read_text())
 FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER

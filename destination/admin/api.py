@@ -177,7 +177,7 @@ def billing_catalog():
 def billing_refresh():
     """Ask the worker to read Metronome's metrics now, and wait for it (web processes never call Metronome)."""
     runtime = _runtime()
-    before = (_stored_catalog(runtime) or {}).get("refreshed_ms")
+    before = catalog.document(runtime.queue.get_state(catalog.KEY))["refreshed_ms"]
     runtime.queue.set_state(catalog.REQUEST_KEY, str(runtime.now_ms()))
     deadline = time.monotonic() + current_app.config.get("BILLING_REFRESH_WAIT_S", REFRESH_WAIT_S)
     while runtime.queue.get_state(catalog.REQUEST_KEY) is not None:  # the worker clears it when done
@@ -226,13 +226,8 @@ def billing_verification():
     return verify.stored_results(_runtime().queue)
 
 
-def _stored_catalog(runtime) -> dict | None:
-    raw = runtime.queue.get_state(catalog.KEY)
-    return orjson.loads(raw) if raw else None
-
-
 def _catalog_view(runtime) -> dict:
-    stored = _stored_catalog(runtime) or {"metrics": [], "customers": {}, "refreshed_ms": None, "error": None}
+    stored = catalog.document(runtime.queue.get_state(catalog.KEY))
     known = [cid for cid, (found, _) in stored["customers"].items() if found]
     return {"billing_check": runtime.settings.billing_check.lower(), "refreshed_ms": stored["refreshed_ms"],
             "age_s": None if stored["refreshed_ms"] is None else round((runtime.now_ms() - stored["refreshed_ms"]) / 1000, 3),

@@ -27,15 +27,20 @@ STEP_S = 1.0  # how often the refresher looks for work; each part keeps its own 
 RETRY_AFTER_FAILURE_S = 30  # after Metronome failed to answer, the metrics are asked for again this much later
 
 
+def document(raw: str | None) -> dict:
+    """The stored document, or the empty one before any refresh: what the worker and admin read."""
+    if not raw:
+        return {"metrics": [], "refreshed_ms": None, "customers": {}, "error": None}
+    return orjson.loads(raw)
+
+
 def parse(raw: str | None) -> Catalog | None:
     """The catalog a stored document describes; None until metrics were read once."""
-    if not raw:
+    stored = document(raw)
+    if stored["refreshed_ms"] is None:
         return None
-    document = orjson.loads(raw)
-    if document.get("refreshed_ms") is None:
-        return None
-    return Catalog([Metric.from_api(m) for m in document["metrics"]],
-                   {cid: entry[0] for cid, entry in document["customers"].items()}, document["refreshed_ms"])
+    return Catalog([Metric.from_api(m) for m in stored["metrics"]],
+                   {cid: entry[0] for cid, entry in stored["customers"].items()}, stored["refreshed_ms"])
 
 
 class CatalogCache:
@@ -80,24 +85,24 @@ class Refresher:
         requested = self.queue.get_state(REQUEST_KEY)
         force = force or requested is not None
         raw = self.queue.get_state(KEY)
-        document = orjson.loads(raw) if raw else {"metrics": [], "refreshed_ms": None, "customers": {}, "error": None}
-        due = document["refreshed_ms"] is None or now_ms - document["refreshed_ms"] >= self.refresh_s * 1000
+        stored = document(raw)
+        due = stored["refreshed_ms"] is None or now_ms - stored["refreshed_ms"] >= self.refresh_s * 1000
         if force or (due and now_ms >= self._retry_at_ms):
             try:
-                document["metrics"] = [m for m in self.client.billable_metrics() if not m.get("archived_at")]
-                document["refreshed_ms"], document["error"] = now_ms, None
+                stored["metrics"] = [m for m in self.client.billable_metrics() if not m.get("archived_at")]
+                stored["refreshed_ms"], stored["error"] = now_ms, None
             except MetronomeUnavailable as exc:
                 # Metronome is down or rate-limiting: ask again later, not at every step.
                 self._retry_at_ms = now_ms + int(min(self.refresh_s, RETRY_AFTER_FAILURE_S) * 1000)
-                document["error"] = str(exc)
+                stored["error"] = str(exc)
                 log.warning("billing catalog: cannot read metrics from Metronome: %s", exc)
-        self._look_up_customers(document, now_ms)
-        text = orjson.dumps(document).decode()
+        self._look_up_customers(stored, now_ms)
+        text = orjson.dumps(stored).decode()
         if text != raw:  # most steps change nothing: no write, and no re-read in every web process
             self.queue.set_state(KEY, text)
         if requested is not None and self.queue.get_state(REQUEST_KEY) == requested:  # not a newer request
             self.queue.set_state(REQUEST_KEY, None)
-        return document
+        return stored
 
     def _look_up_customers(self, document: dict, now_ms: int) -> None:
         """Those an accept asked about (from any process), then those whose answer has expired."""

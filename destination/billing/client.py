@@ -1,7 +1,8 @@
 """Metronome's read API, for the billing catalog: metrics, customers, events search, previews.
 
 Never called on a request's answer path. Each call has a timeout, follows `next_page` to the end,
-and on 429 or 5xx waits (Retry-After when given, else a short doubling backoff) and tries again,
+and on 429 or 5xx waits (Retry-After or retry-after-ms when given, read as the worker reads them,
+else a short doubling backoff) and tries again,
 a few times at most; then it raises MetronomeUnavailable, and the caller keeps what it had.
 """
 from __future__ import annotations
@@ -10,7 +11,7 @@ import time
 
 import requests
 
-from destination import USER_AGENT
+from destination.metronome import USER_AGENT, retry_after_seconds
 
 
 class MetronomeUnavailable(Exception):
@@ -35,7 +36,7 @@ class MetronomeClient:
                 if response.status_code != 429 and response.status_code < 500:
                     return response
                 problem = f"HTTP {response.status_code}"
-                delay = _retry_after(response) or delay
+                delay = retry_after_seconds(response.headers, time.time()) or delay
             if attempt + 1 < self.attempts:
                 self.sleep(min(delay, 10))
                 delay *= 2
@@ -74,11 +75,3 @@ class MetronomeClient:
         return self._json("POST", f"/v1/customers/{requests.utils.quote(customer_id, safe='')}/previewEvents",
                           json={"events": events, "mode": mode})["data"]
 
-
-def _retry_after(response) -> float | None:
-    for header, scale in (("retry-after-ms", 0.001), ("Retry-After", 1)):
-        try:
-            return float(response.headers[header]) * scale
-        except (KeyError, ValueError):
-            continue
-    return None

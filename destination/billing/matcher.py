@@ -240,9 +240,7 @@ class _Clean:
     """The verdict `bills_cleanly` stands for: it bills, and there is nothing to say."""
 
     __slots__ = ()
-    bills = True
-    problems = ()
-    loses_usage = False
+    problems = ()  # what the accept path reads: nothing to report, nothing to hold
 
     def answer(self) -> dict:
         return BILLS

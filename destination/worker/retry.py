@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 import orjson
+
+from destination.metronome import retry_after_seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +113,3 @@ def decide(outcome: Outcome, batch_size: int, attempt: int, policy: RetryPolicy,
 
 def _should_retry(outcome: Outcome) -> bool:
     return str(outcome.headers.get("x-should-retry", "")).lower() == "true"
-
-
-def retry_after_seconds(headers: dict, now_s: float) -> float | None:
-    """Seconds to wait from `retry-after-ms`, else `Retry-After` (seconds or an HTTP date)."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    try:
-        if "retry-after-ms" in lowered:
-            return max(0.0, float(lowered["retry-after-ms"]) / 1000)
-        if "retry-after" in lowered:
-            value = lowered["retry-after"].strip()
-            if value.replace(".", "", 1).isdigit():
-                return float(value)
-            return max(0.0, parsedate_to_datetime(value).timestamp() - now_s)
-    except (ValueError, TypeError, OverflowError):
-        return None
-    return None

@@ -6,7 +6,7 @@ import os
 
 import requests
 
-from destination import USER_AGENT
+from destination.metronome import USER_AGENT
 from destination.worker.retry import Outcome
 
 

@@ -3,6 +3,7 @@ import random
 
 import pytest
 
+from destination.metronome import retry_after_seconds
 from destination.worker.retry import (
     DeadLetter,
     Delivered,
@@ -12,7 +13,6 @@ from destination.worker.retry import (
     RetryPolicy,
     Split,
     decide,
-    retry_after_seconds,
 )
 
 POLICY = RetryPolicy(base_s=1, cap_s=60, halt_probe_s=30)
