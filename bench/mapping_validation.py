@@ -31,6 +31,7 @@ from destination.intake.pipeline import process_events  # noqa: E402
 from destination.mapping.mapping_set import load_mapping_set  # noqa: E402
 from destination.sandbox.seed import read_seed  # noqa: E402
 from destination.payload import exact  # noqa: E402
+from destination.payload.validate import Limits  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 import loadgen  # noqa: E402
@@ -70,7 +71,7 @@ def main() -> None:
                 start = time.perf_counter()
                 chunk = exact.loads(body)
                 parsed = time.perf_counter()
-                processed = process_events(chunk, mapping_set, int(now_s * 1000), 32 * 1024)
+                processed = process_events(chunk, mapping_set, int(now_s * 1000), Limits())
                 done = time.perf_counter()
                 assert processed.counts["accepted"] == len(chunk) and len(processed.rows) == len(chunk) * usage_per_event
                 parsing, mapping = parsing + parsed - start, mapping + done - parsed
@@ -109,7 +110,7 @@ def billing_check_cost(bodies: list, events: int, runs: int, now_s: float) -> di
             for body in bodies:
                 chunk = exact.loads(body)
                 start = time.process_time()
-                processed = process_events(chunk, mapping_set, int(now_s * 1000), 32 * 1024, billing=billing)
+                processed = process_events(chunk, mapping_set, int(now_s * 1000), Limits(), billing=billing)
                 spent += time.process_time() - start
                 if billing is not None:
                     assert processed.results[0]["billing"] == [{"bills": True}], processed.results[0]

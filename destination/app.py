@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 import orjson
@@ -19,6 +20,7 @@ from destination.mapping.versions import MappingStore
 from destination.ops import logs, metrics, observe
 from destination.ops.health import readiness
 from destination.payload import exact
+from destination.payload.validate import Limits
 from destination.queue.connect import open_queue
 from destination.queue.outbox import Queue
 
@@ -38,6 +40,10 @@ class Runtime:
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+    @cached_property
+    def limits(self) -> Limits:
+        return Limits(self.settings.max_event_bytes, self.settings.max_property_value_bytes)
 
 
 class ExactJSON(DefaultJSONProvider):

@@ -134,7 +134,7 @@ def preview():
     now_ms = runtime.now_ms()
     out = []
     for event, source in zip(events, sources):
-        processed = process_events([event], mapping_set, now_ms, runtime.settings.max_event_bytes, source,
+        processed = process_events([event], mapping_set, now_ms, runtime.limits, source,
                                    _preview_billing(runtime))
         [result] = processed.results
         out.append({"event": event, "source": source, "status": result["status"],
@@ -278,7 +278,7 @@ def dead_letter(letter_id: int):
 def replay_one(letter_id: int):
     runtime = _runtime()
     return replay(runtime.queue, runtime.mappings.current(), [_letter(letter_id)], runtime.now_ms(),
-                  runtime.settings.max_event_bytes, _fresh_billing(runtime))
+                  runtime.limits, _fresh_billing(runtime))
 
 
 @blueprint.post("/dead-letters/replay")
@@ -291,7 +291,7 @@ def replay_many():
     totals = {"replayed": 0, "resolved": 0, "still_dead": 0, "usage_events_queued": 0}
     after = 0
     while page := runtime.queue.find_dead_letters(**filters, after_id=after, limit=REPLAY_PAGE):
-        result = replay(runtime.queue, mapping_set, page, runtime.now_ms(), runtime.settings.max_event_bytes, billing)
+        result = replay(runtime.queue, mapping_set, page, runtime.now_ms(), runtime.limits, billing)
         for key in totals:
             totals[key] += result[key]
         after = page[-1]["id"]

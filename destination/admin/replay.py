@@ -9,16 +9,17 @@ from __future__ import annotations
 from destination.intake.pipeline import process_events
 from destination.mapping.mapping_set import MappingSet
 from destination.payload import exact
+from destination.payload.validate import Limits
 
 
-def replay(queue, mapping_set: MappingSet, letters: list[dict], now_ms: int, max_event_bytes: int,
+def replay(queue, mapping_set: MappingSet, letters: list[dict], now_ms: int, limits: Limits,
            billing=None) -> dict:
     """Return counts and, per dead letter, what became of it. With `billing`, each event is judged
     again, so events held for billing go out once the catalog says they bill."""
     queued, resolved, still_refused, results = [], [], [], []
     for letter in letters:
         event = exact.loads(letter["raw"])
-        processed = process_events([event], mapping_set, now_ms, max_event_bytes, letter.get("source"), billing)
+        processed = process_events([event], mapping_set, now_ms, limits, letter.get("source"), billing)
         [outcome] = processed.results
         queued.extend(processed.rows)
         if outcome["status"] == "accepted":

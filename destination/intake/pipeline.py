@@ -20,7 +20,7 @@ from destination.intake.parse import expand, inflate, parse_body
 from destination.mapping.mapping_set import MappingSet, map_event
 from destination.ops import metrics
 from destination.payload import exact
-from destination.payload.validate import build_usage_event
+from destination.payload.validate import Limits, build_usage_event
 from destination.queue.outbox import BillingProblem, DeadLetter, QueuedEvent
 
 log = logging.getLogger("destination.receive")
@@ -58,7 +58,7 @@ class Processed:
     problems: list = field(default_factory=list)  # BillingProblem per problem the billing check found
 
 
-def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event_bytes: int,
+def process_events(events: list, mapping_set: MappingSet, now_ms: int, limits: Limits,
                    source: str | None = None, billing: BillingCheck | None = None) -> Processed:
     """Map and validate every event, and judge what it bills when `billing` is given; pure, so
     the benchmark and tests call it directly."""
@@ -69,7 +69,7 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
         if index < SAMPLES_PER_REQUEST:
             out.samples.append(raw)
         verdicts: list = []
-        accepted, refusals = _process_one(event, raw, mapping_set, now_ms, max_event_bytes, source, out.rows,
+        accepted, refusals = _process_one(event, raw, mapping_set, now_ms, limits, source, out.rows,
                                           billing, catalog, verdicts, out.problems)
         status = "refused" if refusals and not accepted else "partial" if refusals else "accepted" if accepted else "filtered"
         out.counts["accepted" if status == "partial" else status] += 1
@@ -92,20 +92,20 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, max_event
     return out
 
 
-def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, max_event_bytes: int, source, rows: list,
+def _process_one(event, raw: bytes, mapping_set: MappingSet, now_ms: int, limits: Limits, source, rows: list,
                  billing: BillingCheck | None, catalog, verdicts: list, problems: list):
     """Return (transaction_ids accepted, [(mapping name, EventRefused)]); append queue rows, each
     accepted usage event's verdict when billing is checked, and every billing problem found."""
     if not isinstance(event, dict):
         return [], [(None, EventRefused("not_an_object", f"an event must be a JSON object, not {type(event).__name__}"))]
-    if len(raw) > max_event_bytes:
-        return [], [(None, EventRefused("event_too_large", f"event is {len(raw)} bytes; the limit is {max_event_bytes}"))]
+    if len(raw) > limits.event_bytes:
+        return [], [(None, EventRefused("event_too_large", f"event is {len(raw)} bytes; the limit is {limits.event_bytes}"))]
     accepted, refusals = [], []
     for mapping, values in map_event(mapping_set, event, source):
         try:
             if isinstance(values, EventRefused):
                 raise values
-            usage = build_usage_event(values, now_ms)
+            usage = build_usage_event(values, now_ms, limits.value_bytes)
             if usage.transaction_id in accepted:
                 # Two mappings giving one transaction_id would make Metronome drop the second as a
                 # duplicate: lost usage. Refuse it loudly so the admin gives each mapping its own id.
@@ -175,7 +175,7 @@ def receive(runtime, route: Route, body: bytes, header: Callable[[str], str | No
     events = expand(envelope, route.default_type, received_ms=now_ms if route.kind == "tracking" else None)
     with _store_unavailable_is_503("read the live mappings"):
         mapping_set = runtime.mappings.current()
-    processed = process_events(events, mapping_set, now_ms, settings.max_event_bytes, source, runtime.billing)
+    processed = process_events(events, mapping_set, now_ms, runtime.limits, source, runtime.billing)
     samples = processed.samples if runtime.sampler.take(now_ms) else ()
     with _store_unavailable_is_503(f"store {len(processed.rows)} events"):
         runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, samples, source, processed.problems)

@@ -37,6 +37,20 @@ ORIGINS = ("path", "literal", "template", "hash")
 TRANSFORM_NAMES = ("string", "lower", "upper", "trim", "rfc3339", "epoch_s", "epoch_ms", "decimal", "hash")
 
 
+class Transform(fields.Field):
+    """A transform's name, or `{"truncate": N}` for one that takes an argument."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and value in TRANSFORM_NAMES:
+            return value
+        if isinstance(value, dict) and list(value) == ["truncate"]:
+            limit = value["truncate"]
+            if type(limit) is int and 1 <= limit <= 1_000_000:
+                return value
+            raise ValidationError("'truncate' takes a whole number of bytes from 1 to 1000000")
+        raise ValidationError(f"Must be one of: {', '.join(TRANSFORM_NAMES)}, or {{\"truncate\": N}}.")
+
+
 class PathList(fields.Field):
     """A non-empty list of JSONPath strings (the paths a hash reads)."""
 
@@ -57,7 +71,7 @@ class SourceSchema(Schema):
     template = fields.String(validate=validate.Length(min=1))
     hash = PathList()
     default = AnyValue()
-    transforms = fields.List(fields.String(validate=validate.OneOf(TRANSFORM_NAMES)))
+    transforms = fields.List(Transform())
 
     @validates_schema
     def _one_origin(self, data, **kwargs):

@@ -57,7 +57,7 @@ class Source:
 
     origin: Origin
     default: object = None
-    transforms: tuple[str, ...] = ()
+    transforms: tuple = ()  # (name, function), from transforms.compile_chain
 
     def resolve(self, field: str, event: dict):
         value = self.origin(event, field)
@@ -120,7 +120,7 @@ def compile_source(spec: dict) -> Source:
     else:
         paths = spec["path"]
         origin = _first_of(tuple(compile_single(p) for p in ([paths] if isinstance(paths, str) else paths)))
-    return Source(origin, spec.get("default"), tuple(spec.get("transforms", ())))
+    return Source(origin, spec.get("default"), transforms.compile_chain(spec.get("transforms", ())))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +131,10 @@ class Properties:
     exclude: frozenset = frozenset()
     rename: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, Source], ...] = ()
+    # With flatten, `include`/`exclude` of "debug" also take what flattening made of it
+    # ("debug.trace"), so naming an object keeps or drops all of it, as it does unflattened.
+    include_prefixes: tuple = ()
+    exclude_prefixes: tuple = ()
 
     def resolve(self, event: dict) -> dict:
         found = self.base(event, "properties") if self.base else None
@@ -140,9 +144,11 @@ class Properties:
             raise EventRefused("invalid_properties", f"properties must be an object, not {type(found).__name__}")
         properties = _flatten(found, self.flatten) if self.flatten else dict(found)
         if self.include is not None:
-            properties = {k: v for k, v in properties.items() if k in self.include}
+            properties = {k: v for k, v in properties.items() if k in self.include or k.startswith(self.include_prefixes)}
         for key in self.exclude:
             properties.pop(key, None)
+        if self.exclude_prefixes:
+            properties = {k: v for k, v in properties.items() if not k.startswith(self.exclude_prefixes)}
         for old, new in self.rename:
             if old in properties:
                 properties[new] = properties.pop(old)
@@ -168,6 +174,8 @@ def _flatten(value: dict, separator: str, prefix: str = "", out: dict | None = N
 
 
 def compile_properties(spec: dict) -> Properties:
+    separator = spec.get("flatten")
+    prefixes = lambda names: tuple(f"{name}{separator}" for name in names) if separator else ()  # noqa: E731
     return Properties(
         base=compile_single(spec["from"]) if "from" in spec else None,
         flatten=spec.get("flatten"),
@@ -175,4 +183,6 @@ def compile_properties(spec: dict) -> Properties:
         exclude=frozenset(spec.get("exclude", ())),
         rename=tuple(spec.get("rename", {}).items()),
         add=tuple((name, compile_source(source)) for name, source in spec.get("add", {}).items()),
+        include_prefixes=prefixes(spec.get("include", ())),
+        exclude_prefixes=prefixes(spec.get("exclude", ())),
     )

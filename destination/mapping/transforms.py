@@ -91,6 +91,18 @@ def _canonical(value):
     return value
 
 
+def _truncate(limit: int):
+    """Keep at most `limit` bytes of the value's UTF-8 text, never half a character: for a value an
+    admin would rather cut than have refused (Metronome refuses a batch holding a long value)."""
+    def cut(value) -> str:
+        try:  # objects and arrays too, as the compact JSON text Metronome would receive
+            text = to_metronome_string(value)
+        except NumberOutOfRange as exc:
+            raise CannotTransform(str(exc)) from None
+        return text.encode()[:limit].decode("utf-8", "ignore")
+    return cut
+
+
 TRANSFORMS = {
     "string": _text,
     "lower": lambda value: _text(value).lower(),
@@ -104,11 +116,27 @@ TRANSFORMS = {
 }
 
 
-def apply(names: tuple[str, ...], value, field: str):
+# Transforms that take an argument, written `{"truncate": 200}`.
+WITH_ARGUMENT = {"truncate": _truncate}
+
+
+def compile_chain(specs) -> tuple:
+    """(name, function) for each transform a mapping names, in order; the schema has checked them."""
+    chain = []
+    for spec in specs:
+        if isinstance(spec, str):
+            chain.append((spec, TRANSFORMS[spec]))
+        else:
+            [(name, argument)] = spec.items()
+            chain.append((name, WITH_ARGUMENT[name](argument)))
+    return tuple(chain)
+
+
+def apply(chain: tuple, value, field: str):
     """Apply transforms in order; raise EventRefused naming the field and the transform that failed."""
-    for name in names:
+    for name, transform in chain:
         try:
-            value = TRANSFORMS[name](value)
+            value = transform(value)
         except CannotTransform as exc:
             raise EventRefused("transform_failed", f"{field}: transform {name!r}: {exc}") from None
     return value

@@ -20,6 +20,18 @@ WINDOW_MS = timedelta(days=34) // timedelta(milliseconds=1)
 WINDOW_HEADROOM_MS = 10 * 60 * 1000
 FUTURE_LIMIT_MS = 24 * 3600 * 1000
 REQUIRED = ("transaction_id", "customer_id", "event_type", "timestamp")
+# Production users report that Metronome refuses a whole batch when one property value is longer
+# than this; MAX_PROPERTY_VALUE_BYTES overrides it.
+MAX_PROPERTY_VALUE_BYTES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The sizes an event must keep to: MAX_EVENT_BYTES for the raw event we store, and
+    MAX_PROPERTY_VALUE_BYTES for each property value Metronome receives."""
+
+    event_bytes: int = 32 * 1024
+    value_bytes: int = MAX_PROPERTY_VALUE_BYTES
 
 
 @dataclass(slots=True)  # per event: not frozen, see QueuedEvent
@@ -44,7 +56,7 @@ def window_reason(timestamp_ms: int, now_ms: int) -> str:
     return f"timestamp is {age_days:.1f} days old; Metronome only accepts events up to 34 days old"
 
 
-def build_usage_event(fields: dict, now_ms: int) -> UsageEvent:
+def build_usage_event(fields: dict, now_ms: int, max_value_bytes: int = MAX_PROPERTY_VALUE_BYTES) -> UsageEvent:
     """Validate mapped values and return the Metronome event; raise EventRefused with the reason."""
     for name in REQUIRED:
         value = fields.get(name)
@@ -69,8 +81,23 @@ def build_usage_event(fields: dict, now_ms: int) -> UsageEvent:
     }
     properties = fields.get("properties")
     if properties:
-        event["properties"] = property_strings(properties)
+        event["properties"] = strings = property_strings(properties)
+        # A character is at most 4 bytes of UTF-8: one C-level pass over the lengths spares
+        # encoding every value of every event, and only a value this long can be too long.
+        if strings and max(map(len, strings.values())) * 4 > max_value_bytes:
+            _refuse_long_values(strings, max_value_bytes)
     return UsageEvent(event, timestamp_ms)
+
+
+def _refuse_long_values(properties: dict, max_value_bytes: int) -> None:
+    """Refuse the event when a value is longer than Metronome takes: delivered, it would make
+    Metronome refuse its whole batch, and the other events in it with it."""
+    for key, value in properties.items():
+        size = len(value.encode())
+        if size > max_value_bytes:
+            raise EventRefused("property_value_too_long", f"property {key!r} is {size} bytes; Metronome refuses a "
+                               f"batch holding a value over {max_value_bytes} bytes. Exclude it in the mapping, "
+                               'or cut it with the {"truncate": N} transform')
 
 
 def property_strings(properties) -> dict:

@@ -72,13 +72,18 @@ def test_each_problem_from_a_real_event_and_an_alias_that_turns_unknown_into_mat
     refresh(service.url)
     when = clock.iso(-60)
     known_customer(service, "acme", when)
-    missing, not_numeric, too_long = verdicts(
+    missing, not_numeric = verdicts(
         service, track("l1", when, customer="acme", event="llm_request", model="gpt-5"),
-        track("l2", when, customer="acme", event="llm_request", model="gpt-5", input_tokens="12abc"),
-        track("l3", when, customer="acme", bytes=10, region="r" * 300))
+        track("l2", when, customer="acme", event="llm_request", model="gpt-5", input_tokens="12abc"))
     assert codes(missing) == ["missing_aggregation_property"] and "'input_tokens'" in missing["problems"][0]["message"]
     assert codes(not_numeric) == ["aggregation_value_not_numeric"] and "'12abc'" in not_numeric["problems"][0]["message"]
-    assert codes(too_long) == ["property_value_too_long"] and "'region' is 300 bytes" in too_long["problems"][0]["message"]
+    # A value Metronome would refuse, with the whole batch it came in, is refused at the door and
+    # kept as a dead letter, in every BILLING_CHECK mode; the preview's verdict says the same.
+    [too_long] = service.post([track("l3", when, customer="acme", bytes=10, region="r" * 300)]).json()["events"]
+    assert too_long["status"] == "refused" and too_long["errors"][0]["code"] == "property_value_too_long"
+    assert "'region' is 300 bytes" in too_long["errors"][0]["message"]
+    letters = requests.get(service.url + "/admin/dead-letters?code=property_value_too_long", headers=ADMIN, timeout=10)
+    assert len(letters.json()["dead_letters"]) == 1
 
     [first] = verdicts(service, track("n1", when, customer="newco", bytes=1, region="eu"))
     assert codes(first) == ["customer_lookup_pending"]

@@ -145,11 +145,12 @@ def test_a_nul_in_an_id_refuses_that_event_only(client, queue, clock, field, cod
 def test_a_nul_in_a_message_id_the_mapping_does_not_use_is_stored_unsearchable(queue, clock):
     from destination.intake.pipeline import process_events
     from destination.mapping.mapping_set import compile_mapping_set
+    from destination.payload.validate import Limits
 
     mappings = compile_mapping_set({"mappings": [{
         "name": "hashed id", "trigger": {"path": "$.type", "equals": "track"},
         "fields": {"transaction_id": {"hash": ["$.messageId"]}, "customer_id": {"path": "$.userId"},
                    "event_type": {"path": "$.event"}, "timestamp": {"path": "$.timestamp"}}}]}, "v-test")
-    processed = process_events([track("a\u0000b", clock.iso())], mappings, int(clock() * 1000), 32768)
+    processed = process_events([track("a\u0000b", clock.iso())], mappings, int(clock() * 1000), Limits())
     assert processed.counts["accepted"] == 1 and processed.rows[0].message_id is None
     assert queue.enqueue(processed.rows, [], int(clock() * 1000)) == 1

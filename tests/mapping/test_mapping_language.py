@@ -11,6 +11,7 @@ from conftest import ROOT, wait_until
 from destination.errors import EventRefused
 from destination.intake.pipeline import process_events
 from destination.mapping.mapping_set import compile_mapping_set, load_mapping_set, map_event
+from destination.payload.validate import Limits
 
 BASE = {"name": "m", "trigger": {"path": "$.type", "equals": "track"},
         "fields": {"transaction_id": {"path": "$.messageId"}, "customer_id": {"path": ["$.userId", "$.anonymousId"]},
@@ -50,7 +51,7 @@ def test_zero_matches_use_the_default_and_a_required_field_without_one_is_refuse
     values = mapped(customer_id={"path": "$.context.accountId"})
     assert values["customer_id"] is None
     [result] = process_events([EVENT], compile_mapping_set({"mappings": [{**BASE, "fields": {
-        **BASE["fields"], "customer_id": {"path": "$.context.accountId"}}}]}, "v"), NOW_MS, 32768).results
+        **BASE["fields"], "customer_id": {"path": "$.context.accountId"}}}]}, "v"), NOW_MS, Limits()).results
     assert result["errors"][0]["code"] == "missing_customer_id"
 
 
@@ -161,6 +162,53 @@ def test_properties_exclude_and_a_custom_separator():
                                     "request__region": "eu"}
 
 
+@pytest.mark.parametrize("rule, expected", [
+    ({"exclude": ["request"]}, {"model", "input_tokens", "output_tokens", "cost", "tags", "debug"}),
+    ({"exclude": ["request.retry"]}, {"model", "input_tokens", "output_tokens", "cost", "request.region", "tags", "debug"}),
+    ({"exclude": ["req"]}, {"model", "input_tokens", "output_tokens", "cost", "request.region", "request.retry.count", "tags", "debug"}),
+    ({"include": ["request"]}, {"request.region", "request.retry.count"}),
+    ({"include": ["request.retry", "model"]}, {"request.retry.count", "model"}),
+])
+def test_include_and_exclude_name_a_flattened_object_whole(rule, expected):
+    """Naming an object keeps or drops everything flattening made of it, and only that: `req` is
+    not a prefix of `request.region` at a separator."""
+    assert set(mapped(properties={"from": "$.properties", "flatten": ".", **rule})["properties"]) == expected
+
+
+def test_the_shipped_api_calls_mapping_sends_nothing_of_a_nested_debug_object():
+    event = {**EVENT, "event": "api_search", "properties": {"path": "/v1/search", "debug": {"trace": "x" * 300, "on": True}}}
+    [(_, values)] = map_event(LLM, event)
+    assert values["properties"] == {"endpoint": "/v1/search", "method": "GET"}
+
+
+@pytest.mark.parametrize("value, limit, expected", [
+    ("abcdef", 3, "abc"),
+    ("abc", 10, "abc"),
+    ("ééé", 3, "é"),  # 2 bytes each: the second would be cut in half, so it goes whole
+    ("a🙂b", 4, "a"),
+    (12345, 2, "12"),
+    (["p1", "p2"], 6, '["p1",'),  # an array is cut as the JSON text Metronome would get
+])
+def test_truncate_cuts_utf8_bytes_and_never_half_a_character(value, limit, expected):
+    event = {**EVENT, "properties": {"products": value}}
+    got = mapped(event, properties={"add": {"products": {"path": "$.properties.products", "transforms": [{"truncate": limit}]}}})
+    assert got["properties"]["products"] == expected and len(expected.encode()) <= limit
+
+
+def test_a_long_value_is_refused_at_accept_unless_the_mapping_truncates_it():
+    products = [{"sku": f"sku-{i}", "name": "Widget " * 3} for i in range(8)]
+    event = {**EVENT, "properties": {"products": products}}
+    refuse = {"mappings": [{**BASE, "properties": {"add": {"products": {"path": "$.properties.products"}}}}]}
+    [result] = process_events([event], compile_mapping_set(refuse, "v"), NOW_MS, Limits()).results
+    assert result["status"] == "refused" and result["errors"][0]["code"] == "property_value_too_long"
+    assert "property 'products' is" in result["errors"][0]["message"]
+    cut = {"mappings": [{**BASE, "properties": {"add": {"products": {"path": "$.properties.products",
+                                                                     "transforms": [{"truncate": 200}]}}}}]}
+    processed = process_events([event], compile_mapping_set(cut, "v"), NOW_MS, Limits())
+    assert processed.results[0]["status"] == "accepted"
+    assert len(orjson.loads(processed.rows[0].payload)["properties"]["products"].encode()) == 200
+
+
 def test_properties_without_from_are_only_what_is_added():
     assert mapped(properties={"add": {"tokens": {"path": "$.properties.input_tokens"}}})["properties"] == {"tokens": 1200}
     assert mapped(properties={})["properties"] == {}
@@ -187,8 +235,8 @@ LLM = load_mapping_set(ROOT / "mappings" / "llm_tokens.json")
 
 
 def test_one_llm_call_gives_two_usage_events_with_distinct_stable_transaction_ids():
-    first = process_events([EVENT], LLM, NOW_MS, 32768)
-    again = process_events([copy.deepcopy(EVENT)], LLM, NOW_MS + 60_000, 32768)
+    first = process_events([EVENT], LLM, NOW_MS, Limits())
+    again = process_events([copy.deepcopy(EVENT)], LLM, NOW_MS + 60_000, Limits())
     assert first.results[0]["transaction_ids"] == ["m-1:input_tokens", "m-1:output_tokens"]
     assert [row.payload for row in again.rows] == [row.payload for row in first.rows]
     sent = [orjson.loads(row.payload) for row in first.rows]
@@ -198,7 +246,7 @@ def test_one_llm_call_gives_two_usage_events_with_distinct_stable_transaction_id
 
 def test_two_mappings_that_give_one_transaction_id_refuse_the_second_loudly():
     twice = {"mappings": [BASE, {**copy.deepcopy(BASE), "name": "m2"}]}
-    [result] = process_events([EVENT], compile_mapping_set(twice, "v"), NOW_MS, 32768).results
+    [result] = process_events([EVENT], compile_mapping_set(twice, "v"), NOW_MS, Limits()).results
     assert result["status"] == "partial" and result["transaction_ids"] == ["m-1"]
     assert result["errors"] == [{"mapping": "m2", "code": "duplicate_transaction_id",
                                  "message": "another mapping already produced transaction_id 'm-1'"}]

@@ -90,3 +90,24 @@ def test_inlined_property_kinds_give_the_general_rule_s_strings(value):
             property_strings({"k": value})
         return
     assert property_strings({"k": value}).get("k") == expected
+
+
+@pytest.mark.parametrize("value, limit, too_long", [
+    ("x" * 256, 256, None),
+    ("x" * 257, 256, 257),
+    ("é" * 128, 256, None),  # 128 characters, 256 bytes of UTF-8
+    ("é" * 129, 256, 258),  # 129 characters, but 258 bytes: counted in bytes, as Metronome counts
+    ("🙂" * 65, 256, 260),
+    (["a" * 100, "b" * 100, "c" * 100], 256, 310),  # an array, sent as its compact JSON text
+    ({"sku": "s" * 300}, 1000, None),  # the limit is a setting
+    ("x" * 11, 10, 11),
+])
+def test_a_property_value_longer_than_metronome_takes_is_refused_naming_the_key(value, limit, too_long):
+    build = lambda: build_usage_event(fields(properties={"bytes": 1, "products": value}), NOW_MS, limit)  # noqa: E731
+    if too_long is None:
+        assert build().event["properties"]["bytes"] == "1"
+        return
+    with pytest.raises(EventRefused) as refused:
+        build()
+    assert refused.value.code == "property_value_too_long"
+    assert f"property 'products' is {too_long} bytes" in refused.value.message and f"over {limit} bytes" in refused.value.message
