@@ -13,7 +13,7 @@ changes no answer but the verdict, `catalog_unavailable`.
 from __future__ import annotations
 
 from destination.billing.catalog import CatalogCache
-from destination.billing.matcher import CLEAN, LOSES_USAGE, Catalog, Verdict, bills_cleanly, verdict
+from destination.billing.matcher import CLEAN, LOSES_USAGE, Catalog, Verdict, verdict
 from destination.errors import EventRefused
 
 MODES = ("off", "warn", "hold")
@@ -33,21 +33,12 @@ class Held(EventRefused):
 class BillingCheck:
     def __init__(self, mode: str, cache: CatalogCache, max_property_bytes: int, detail: bool = False):
         self.mode, self.cache, self.max_property_bytes = mode, cache, max_property_bytes
-        self.max_chars = max_property_bytes // 4  # no value this short can be too long in UTF-8
         self.hold = mode == "hold"
         self.detail = detail  # the admin preview shows what each metric gets; the accept path stays short
 
-    def catalog(self) -> Catalog | None:
-        """The catalog for one request's events: read once, not per event."""
-        return self.cache.get()
-
-    def describe(self, judged: Verdict) -> dict:
-        return judged.as_json() if self.detail else judged.answer()
-
-    def judge(self, usage_event: dict, catalog: Catalog | None) -> Verdict:
-        if not self.detail and catalog is not None and bills_cleanly(usage_event, catalog, self.max_chars):
-            return CLEAN
-        return verdict(usage_event, catalog, self.max_property_bytes)
+    def start(self) -> "Judging":
+        """The judge of one request's events, with the catalog read once for all of them."""
+        return Judging(self, self.cache.get())
 
     def held(self, judged: Verdict, transaction_id: str, payload: bytes) -> Held | None:
         """The refusal that sets this event aside in hold mode, or None to deliver it."""
@@ -57,3 +48,35 @@ class BillingCheck:
             if problem.code in LOSES_USAGE:
                 return Held(problem.code, problem.message, transaction_id, payload)
         return None
+
+
+# The answer for a usage event that bills with nothing to say, which most are: one shared list,
+# so the accept path builds nothing for it.
+CLEAN_ANSWER = [CLEAN.answer()]
+ONE_CLEAN = [CLEAN]  # the verdicts of such an event
+
+
+def _unsure(usage_event: dict) -> bool:
+    return False
+
+
+class Judging:
+    """One request's verdicts, against the catalog as it was when the request began."""
+
+    __slots__ = ("check", "catalog", "clean", "hold")
+
+    def __init__(self, check: BillingCheck, catalog: Catalog | None):
+        self.check, self.catalog, self.hold = check, catalog, check.hold
+        # `clean(usage_event)` is the fast test, called straight from the accept path's loop: a
+        # True means CLEAN, with nothing built; anything else asks `judge`. The preview wants
+        # each metric's detail, so it always asks `judge`.
+        self.clean = _unsure if catalog is None or check.detail else catalog.clean_test
+
+    def judge(self, usage_event: dict) -> Verdict:
+        return verdict(usage_event, self.catalog, self.check.max_property_bytes)
+
+    def answers(self, verdicts: list) -> list:
+        """What the answer body says of one event's usage events."""
+        if verdicts == ONE_CLEAN:
+            return CLEAN_ANSWER
+        return [judged.as_json() if self.check.detail else judged.answer() for judged in verdicts]

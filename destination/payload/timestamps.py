@@ -19,9 +19,9 @@ EPOCH_MILLISECONDS_FROM = 10**11
 _UTC = timezone.utc
 EPOCH = datetime(1970, 1, 1, tzinfo=_UTC)
 # fromisoformat takes at most 6 fraction digits in some forms; nanoseconds are common in Go/JS.
-_LONG_FRACTION = re.compile(r"(\.\d{6})\d+")
-_OFFSET_NO_COLON = re.compile(r"([+-]\d\d)(\d\d)$")
-_DIGITS = re.compile(r"-?\d+(\.\d+)?")
+_LONG_FRACTION = re.compile(r"(\.\d{6})\d+", re.ASCII)
+_OFFSET_NO_COLON = re.compile(r"([+-]\d\d)(\d\d)$", re.ASCII)
+_DIGITS = re.compile(r"-?\d+(\.\d+)?", re.ASCII)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 _DAY_MS = 86_400_000
 _DAY_PREFIXES: dict[int, str] = {}  # day number -> "YYYY-MM-DDT"; events cluster on a few days

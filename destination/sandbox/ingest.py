@@ -17,7 +17,7 @@ from destination.payload import exact
 from destination.payload.exact import to_metronome_string
 from destination.sandbox.ledger import Ledger
 
-RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$", re.ASCII)
 FUTURE_LIMIT_S = 24 * 3600
 
 

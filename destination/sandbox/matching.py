@@ -20,7 +20,7 @@ from decimal import Decimal
 from destination.payload.exact import to_metronome_string
 
 AGGREGATIONS = ("COUNT", "SUM", "MAX", "UNIQUE", "LATEST")
-DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z")
+DECIMAL = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z", re.ASCII)
 
 
 def property_text(properties: dict, name: str) -> str | None:
