@@ -26,6 +26,9 @@ from destination.payload.validate import WINDOW_MS
 
 REFRESH_WAIT_S = 15  # the worker looks for a refresh request every second
 blueprint = Blueprint("admin", __name__, url_prefix="/admin")
+# Ids and times are 64-bit in both stores: a larger number is a 404 in a path and a 400 in a
+# query or body, never a database error.
+MAX_ID = 2**63 - 1
 MAX_LIMIT = 1000
 REPLAY_PAGE = 500
 
@@ -90,12 +93,12 @@ def versions():
     return {"versions": [{**v, "version": version_name(v["id"])} for v in _runtime().queue.list_mapping_versions(_limit())]}
 
 
-@blueprint.get("/mappings/versions/<int:version>")
+@blueprint.get(f"/mappings/versions/<int(max={MAX_ID}):version>")
 def one_version(version: int):
     return _version_view(_runtime().mappings.get(version))
 
 
-@blueprint.get("/mappings/versions/<int:version>/export")
+@blueprint.get(f"/mappings/versions/<int(max={MAX_ID}):version>/export")
 def export_version(version: int):
     """The document as a file for code review: commit it to mappings/ to ship it."""
     found = _runtime().mappings.get(version)
@@ -269,12 +272,12 @@ def dead_letters():
             "total": _runtime().queue.dead_letter_count()}
 
 
-@blueprint.get("/dead-letters/<int:letter_id>")
+@blueprint.get(f"/dead-letters/<int(max={MAX_ID}):letter_id>")
 def dead_letter(letter_id: int):
     return _letter_view(_letter(letter_id))
 
 
-@blueprint.post("/dead-letters/<int:letter_id>/replay")
+@blueprint.post(f"/dead-letters/<int(max={MAX_ID}):letter_id>/replay")
 def replay_one(letter_id: int):
     runtime = _runtime()
     return replay(runtime.queue, runtime.mappings.current(), [_letter(letter_id)], runtime.now_ms(),
@@ -298,7 +301,7 @@ def replay_many():
     return {**totals, "mapping_version": mapping_set.version}
 
 
-@blueprint.delete("/dead-letters/<int:letter_id>")
+@blueprint.delete(f"/dead-letters/<int(max={MAX_ID}):letter_id>")
 def delete_one(letter_id: int):
     _letter(letter_id)
     return {"deleted": _runtime().queue.delete_dead_letters([letter_id])}
@@ -318,7 +321,7 @@ def delete_many():
 @blueprint.get("/deliveries")
 def deliveries():
     """Delivery attempts by transaction_id, messageId or customer: what was sent, when, and the answer."""
-    filters = {name: request.args.get(arg) for name, arg in
+    filters = {name: _text(request.args.get(arg), arg) for name, arg in
                (("transaction_id", "transaction_id"), ("message_id", "messageId"), ("customer_id", "customer_id"))}
     rows = _runtime().queue.search_deliveries(**filters, limit=_limit())
     for row in rows:
@@ -359,8 +362,11 @@ def _live_document() -> tuple[dict, int]:
 
 
 def _version_id(value, message: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise BadRequest(message, code="invalid_version")
+    """A version as `GET /admin/mappings` gives it: the name ("v3") or the numeric id (3)."""
+    if isinstance(value, str) and value[:1] == "v" and value[1:].isascii() and value[1:].isdigit():
+        value = int(value[1:])
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ID:
+        raise BadRequest(f"{message}: its name (\"v3\") or its id (3)", code="invalid_version")
     return value
 
 
@@ -404,11 +410,19 @@ def _letter_view(row: dict) -> dict:
 
 
 def _dead_letter_filters(source) -> dict:
-    filters = {"code": source.get("code") or None, "stage": source.get("stage") or None}
+    filters = {name: _text(source.get(name), name) for name in ("code", "stage")}
     for name in ("since_ms", "until_ms"):
         value = source.get(name)
         filters[name] = _whole_number(value, name) if value not in (None, "") else None
     return filters
+
+
+def _text(value, name: str) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or "\x00" in value:
+        raise BadRequest(f"{name} must be text", code=f"invalid_{name}")
+    return value
 
 
 def _bulk_filters(body: dict) -> dict:
@@ -420,8 +434,9 @@ def _bulk_filters(body: dict) -> dict:
 
 def _whole_number(value, name: str) -> int:
     text = str(value)
-    if not text.isdigit():
-        raise BadRequest(f"{name} must be a whole number", code=f"invalid_{name}")
+    # isascii: str.isdigit also says yes to "²", which int() then refuses
+    if not (text.isascii() and text.isdigit()) or int(text) > MAX_ID:
+        raise BadRequest(f"{name} must be a whole number from 0 to 2^63-1", code=f"invalid_{name}")
     return int(text)
 
 

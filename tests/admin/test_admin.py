@@ -295,13 +295,40 @@ def test_a_save_based_on_an_old_version_is_refused_so_no_edit_is_lost(admin):
     ("get", "/admin/dead-letters?limit=0", None, 400, "invalid_limit"),
     ("get", "/admin/mappings/versions?limit=5000", None, 400, "invalid_limit"),
     ("get", "/admin/mappings/versions/9", None, 404, "no_such_version"),
+    # numbers past 64 bits, which reached the database and answered 500
+    ("get", "/admin/dead-letters?since_ms=99999999999999999999999", None, 400, "invalid_since_ms"),
+    ("get", "/admin/dead-letters?until_ms=9223372036854775808", None, 400, "invalid_until_ms"),
+    ("get", "/admin/dead-letters?limit=%C2%B2", None, 400, "invalid_limit"),  # "²": isdigit, and int() refuses it
+    ("get", "/admin/mappings/versions/99999999999999999999999/export", None, 404, "not_found"),
+    ("get", "/admin/mappings/versions/9223372036854775808", None, 404, "not_found"),
+    ("get", "/admin/dead-letters/9223372036854775808", None, 404, "not_found"),
+    ("post", "/admin/dead-letters/9223372036854775808/replay", None, 404, "not_found"),
+    ("delete", "/admin/dead-letters/9223372036854775808", None, 405, "method_not_allowed"),  # only the page takes that path
+    ("post", "/admin/dead-letters/replay", {"since_ms": 2**64}, 400, "invalid_since_ms"),
+    ("post", "/admin/dead-letters/delete", {"code": 5}, 400, "invalid_code"),
+    ("post", "/admin/mappings/rollback", {"version": 2**63}, 400, "invalid_version"),
+    ("put", "/admin/mappings", {"document": DEFAULT, "base_version": "v99999999999999999999"}, 400, "invalid_version"),
+    ("get", "/admin/deliveries?transaction_id=a%00b", None, 400, "invalid_transaction_id"),
 ])
 def test_each_bad_admin_request_gets_a_clear_error_and_changes_nothing(admin, method, path, body, status, code):
-    response = getattr(admin, method)(path, headers=AUTH, **({"json": body} if body is not None else {}))
+    sent = {"data": json.dumps(body), "content_type": "application/json"} if body is not None else {}  # ints past 64 bits too
+    response = getattr(admin, method)(path, headers=AUTH, **sent)
     assert (response.status_code, response.json["code"]) == (status, code)
     assert response.json["message"]
     live = admin.get("/admin/mappings", headers=AUTH).json
     assert (live["version"], live["document"]) == ("v1", DEFAULT)
+
+
+def test_base_version_and_rollback_take_the_version_name_the_api_gives_as_well_as_the_id(admin):
+    live = admin.get("/admin/mappings", headers=AUTH).json
+    assert (live["version"], live["id"]) == ("v1", 1)
+    saved = admin.put("/admin/mappings", headers=AUTH, json={"document": with_customer_from_group(DEFAULT),
+                                                             "base_version": live["version"]})
+    assert saved.status_code == 200 and saved.json["version"] == "v2"
+    back = admin.post("/admin/mappings/rollback", headers=AUTH, json={"version": "v1"})
+    assert back.status_code == 200 and back.json == {"version": "v3", "id": 3, "rolled_back_to": "v1"}
+    again = admin.post("/admin/mappings/rollback", headers=AUTH, json={"version": 2, "comment": "by id"})
+    assert again.json["rolled_back_to"] == "v2"
 
 
 def test_an_invalid_single_mapping_edit_names_its_location(admin):
