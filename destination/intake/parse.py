@@ -4,7 +4,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from destination.errors import BadRequest, PayloadTooLarge
+from destination.errors import BadRequest, EventRefused, PayloadTooLarge
 from destination.payload import exact
 from destination.payload.timestamps import format_ms, skew_corrected
 
@@ -70,9 +70,20 @@ def expand(envelope: Envelope, default_type: str | None = None, received_ms: int
         if isinstance(event, dict):
             event = _merged(event, envelope, default_type)
             if received_at is not None:
-                _correct_skew(event, received_ms, received_at)
+                try:
+                    _correct_skew(event, received_ms, received_at)
+                except EventRefused as refusal:
+                    event = Unreadable(event, refusal)
         events.append(event)
     return events
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """An event refused before mapping (a time that is not a time), kept whole for its dead letter."""
+
+    event: dict
+    refusal: EventRefused
 
 
 def _merged(event: dict, envelope: Envelope, default_type: str | None) -> dict:
@@ -91,9 +102,10 @@ def _merged(event: dict, envelope: Envelope, default_type: str | None) -> dict:
 def _correct_skew(event: dict, received_ms: int, received_at: str) -> None:
     """In place, on the copy `_merged` made. A timestamp the sender set counts as the original, as
     in Segment's rule."""
-    original = event["timestamp"] if event.get("timestamp") is not None else event.get("originalTimestamp")
+    own = "timestamp" if event.get("timestamp") is not None else "originalTimestamp"
+    original = event.get(own)
     event["receivedAt"] = received_at
-    event["timestamp"] = skew_corrected(original, event.get("sentAt"), received_ms)
+    event["timestamp"] = skew_corrected(original, event.get("sentAt"), received_ms, own)
     if original is not None and event.get("originalTimestamp") is None:
         event["originalTimestamp"] = original
 

@@ -16,7 +16,7 @@ import orjson
 from destination.billing.judge import CLEAN, CLEAN_ANSWER, ONE_CLEAN, BillingCheck, Judging
 from destination.errors import EventRefused, PayloadTooLarge, QueueUnavailable
 from destination.intake.authenticate import presented_key, source_for, webhook_source
-from destination.intake.parse import expand, inflate, parse_body
+from destination.intake.parse import Unreadable, expand, inflate, parse_body
 from destination.mapping.mapping_set import MappingSet, map_event
 from destination.ops import metrics
 from destination.payload import exact
@@ -65,12 +65,18 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, limits: L
     out = Processed()
     judging = billing.start() if billing is not None else None
     for index, event in enumerate(events):
+        unreadable = event.refusal if type(event) is Unreadable else None
+        if unreadable is not None:
+            event = event.event
         raw = exact.dumps(event)
         if index < SAMPLES_PER_REQUEST:
             out.samples.append(raw)
         verdicts: list = []
-        accepted, refusals = _process_one(event, raw, mapping_set, now_ms, limits, source, out.rows,
-                                          judging, verdicts, out.problems)
+        if unreadable is not None:
+            accepted, refusals = [], [(None, unreadable)]
+        else:
+            accepted, refusals = _process_one(event, raw, mapping_set, now_ms, limits, source, out.rows,
+                                              judging, verdicts, out.problems)
         status = "refused" if refusals and not accepted else "partial" if refusals else "accepted" if accepted else "filtered"
         out.counts["accepted" if status == "partial" else status] += 1
         result = {"index": index, "status": status}

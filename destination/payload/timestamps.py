@@ -139,15 +139,17 @@ def format_ms(ms: int) -> str:
     return f"{prefix}{hours:02d}:{minutes:02d}:{seconds:02d}.{millis:03d}Z"
 
 
-def skew_corrected(original, sent_at, received_ms: int) -> str:
+def skew_corrected(original, sent_at, received_ms: int, original_field: str = "timestamp") -> str:
     """Segment's clock-skew rule for events from client SDKs: receivedAt - (sentAt - originalTimestamp).
 
     A device whose clock is off by an hour stamps both `timestamp` and `sentAt` an hour off; the
     difference between them is how long the event waited on the device, which is the only part
     we trust. Without both times we use the event's own time, and without that the receipt time.
-    Returns RFC 3339 text.
+    Returns RFC 3339 text. A time that is there but is not a time (`"garbage"`, `""`, `true`,
+    `1e20`) raises EventRefused naming its field: missing is not the same as invalid, and an
+    invalid one billed at the receipt time would be a guess.
     """
-    own, sent = _read_or_none(original), _read_or_none(sent_at)
+    own, sent = _read_or_none(original, original_field), _read_or_none(sent_at, "sentAt")
     if own is None:
         return format_ms(received_ms)
     corrected = own[0] if sent is None else received_ms - (sent[0] - own[0])
@@ -161,10 +163,10 @@ def skew_corrected(original, sent_at, received_ms: int) -> str:
     return text
 
 
-def _read_or_none(value) -> tuple[int, str] | None:
+def _read_or_none(value, field: str) -> tuple[int, str] | None:
     if value is None:
         return None
     try:
         return rfc3339_ms(value)
-    except EventRefused:
-        return None
+    except EventRefused as exc:
+        raise EventRefused("invalid_timestamp", f"{field}: {exc.message}") from None

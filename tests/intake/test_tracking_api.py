@@ -99,7 +99,6 @@ NOW_MS = int(NOW.timestamp() * 1000)
     # Without sentAt the event's own time is used; without any time, the receipt time.
     ({"timestamp": "2026-11-20T08:00:00.5Z"}, None, datetime(2026, 11, 20, 8, 0, 0, 500000, tzinfo=timezone.utc)),
     ({}, iso(NOW), NOW),
-    ({"timestamp": "not a time"}, iso(NOW), NOW),
     # Sent the moment it happened: the receipt time, whatever the device clock said.
     ({"timestamp": "2026-11-22T13:00:00.000Z"}, "2026-11-22T13:00:00.000Z", NOW),
     # Times millennia apart leave no year to write: the event's own time stands, for validation to judge.
@@ -111,6 +110,47 @@ def test_clock_skew_is_corrected_as_segment_does(event, sent_at, expected):
     assert out["receivedAt"] == iso(NOW)
     if "timestamp" in event:
         assert out["originalTimestamp"] == event["timestamp"]  # the device's own time is kept
+
+
+GARBAGE_TIMES = ["garbage", "2026-13-45T00:00:00Z", "", True, 1e20, "٢٠٢٦-١١-٢٢T13:00:00Z"]
+
+
+# /v1/events takes events as sent: it reads the timestamp alone, no sentAt or originalTimestamp.
+TIME_FIELDS = [(path, field) for path in ["/v1/batch", "/v1/import", "/v1/track", "/v1/t", "/v1/page", "/v1/events"]
+               for field in ["timestamp", "sentAt", "originalTimestamp"] if path != "/v1/events" or field == "timestamp"]
+
+
+@pytest.mark.parametrize("path, field", TIME_FIELDS)
+@pytest.mark.parametrize("value", GARBAGE_TIMES, ids=repr)
+def test_a_time_that_is_there_but_not_a_time_is_refused_on_every_route_and_kept(client, queue, clock, path, field, value):
+    """Missing is not invalid: a missing time may default to the receipt time, but a garbage one
+    billed at the receipt time would be a guess. Refused as invalid_timestamp, kept as a dead letter."""
+    event = {**track("bad", clock.iso()), field: value}
+    if field == "originalTimestamp":
+        del event["timestamp"]  # it stands in for a missing timestamp
+    good = track("good", clock.iso())
+    body = {"batch": [event, good]} if path in BATCH_PATHS else event
+    answer = client.post(path, data=orjson.dumps(body), auth=AUTH, content_type="application/json")
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    first = answer.json["events"][0]
+    assert first["status"] == "refused" and first["errors"][0]["code"] in ("invalid_timestamp", "missing_timestamp")
+    if path != "/v1/events":
+        assert first["errors"][0]["code"] == "invalid_timestamp" and first["errors"][0]["message"].startswith(f"{field}: ")
+    [letter] = queue.find_dead_letters(limit=10)
+    assert orjson.loads(letter["raw"])[field] == value  # kept as it came
+    if path in BATCH_PATHS:
+        assert answer.json["accepted"] == 1 and [p["transaction_id"] for p in payloads(queue)] == ["good"]
+
+
+@pytest.mark.parametrize("path", ["/v1/batch", "/v1/track"])
+def test_a_missing_timestamp_still_defaults_to_the_receipt_time(client, queue, clock, path):
+    event = track("no-time", clock.iso())
+    del event["timestamp"]
+    body = {"batch": [event]} if path in BATCH_PATHS else event
+    assert client.post(path, data=orjson.dumps(body), auth=AUTH).json["accepted"] == 1
+    [sent] = payloads(queue)
+    received = datetime.fromisoformat(sent["timestamp"].replace("Z", "+00:00"))
+    assert abs(received.timestamp() - clock()) < 2
 
 
 def test_skew_correction_applies_to_sdk_routes_not_to_webhooks_or_events(client, webhook_client, queue, clock):
