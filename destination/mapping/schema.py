@@ -190,37 +190,58 @@ def validate_document(document, compile_path) -> None:
         raise ConfigError("/: a mapping file must be a JSON object with a 'mappings' list")
     try:
         DocumentSchema().load(document)
+        problems = []
     except ValidationError as exc:
-        raise ConfigError("\n".join(_flatten(exc.normalized_messages(), ""))) from None
-    problems = [f"{where}: {message}" for where, message in _path_problems(document, compile_path)]
-    names = [m["name"] for m in document["mappings"]]
+        problems = list(_flatten(exc.normalized_messages(), ""))
+    # Paths and templates are compiled even when the shape has errors, so an admin sees every
+    # problem at once rather than one layer per save; the walk skips what has the wrong shape.
+    problems += [f"{where}: {message}" for where, message in _path_problems(document, compile_path)]
+    mappings = document.get("mappings") if isinstance(document.get("mappings"), list) else []
+    names = [m.get("name") if isinstance(m, dict) else None for m in mappings]
     for i, name in enumerate(names):
-        if name in names[:i]:
+        if name is not None and name in names[:i]:
             problems.append(f"/mappings/{i}/name: duplicate mapping name {name!r}")
     if problems:
-        raise ConfigError("\n".join(problems))
+        raise ConfigError("\n".join(sorted(problems, key=_location_order)))
+
+
+def _location_order(line: str) -> list:
+    """Problems in document order: /mappings/2 before /mappings/10."""
+    where = line.split(": ", 1)[0]
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in where.split("/")]
+
+
+def _items(value) -> list:
+    return list(value.items()) if isinstance(value, dict) else []
 
 
 def _path_problems(document, compile_path):
     """Compile every JSONPath and template in the document, yielding (location, error) for each bad one."""
-    for i, mapping in enumerate(document["mappings"]):
+    mappings = document.get("mappings")
+    for i, mapping in enumerate(mappings if isinstance(mappings, list) else []):
+        if not isinstance(mapping, dict):
+            continue
         base = f"/mappings/{i}"
-        for name, source in mapping["fields"].items():
+        for name, source in _items(mapping.get("fields")):
             yield from _source_problems(compile_path, source, f"{base}/fields/{name}")
-        properties = mapping.get("properties", {})
-        if "from" in properties:
+        properties = mapping.get("properties") if isinstance(mapping.get("properties"), dict) else {}
+        if isinstance(properties.get("from"), str):
             yield from _compile_problem(compile_path, properties["from"], f"{base}/properties/from")
-        for name, source in properties.get("add", {}).items():
+        for name, source in _items(properties.get("add")):
             yield from _source_problems(compile_path, source, f"{base}/properties/add/{name}")
-        yield from _trigger_path_problems(compile_path, mapping["trigger"], f"{base}/trigger")
+        if isinstance(mapping.get("trigger"), dict):
+            yield from _trigger_path_problems(compile_path, mapping["trigger"], f"{base}/trigger")
 
 
-def _source_problems(compile_path, source: dict, where: str):
+def _source_problems(compile_path, source, where: str):
+    if not isinstance(source, dict):
+        return
     for origin in ("path", "hash"):
         paths = source.get(origin, [])
-        for j, path in enumerate([paths] if isinstance(paths, str) else paths):
-            yield from _compile_problem(compile_path, path, f"{where}/{origin}" + ("" if isinstance(paths, str) else f"/{j}"))
-    if "template" in source:
+        for j, path in enumerate([paths] if isinstance(paths, str) else paths if isinstance(paths, list) else []):
+            if isinstance(path, str):
+                yield from _compile_problem(compile_path, path, f"{where}/{origin}" + ("" if isinstance(paths, str) else f"/{j}"))
+    if isinstance(source.get("template"), str):
         try:
             parts = split_template(source["template"])
         except ValueError as exc:
@@ -232,12 +253,14 @@ def _source_problems(compile_path, source: dict, where: str):
 
 
 def _trigger_path_problems(compile_path, spec, where):
+    if not isinstance(spec, dict):
+        return
     for mode in ("all", "any"):
         if mode in spec:
-            for i, part in enumerate(spec[mode]):
+            for i, part in enumerate(spec[mode] if isinstance(spec[mode], list) else []):
                 yield from _trigger_path_problems(compile_path, part, f"{where}/{mode}/{i}")
             return
-    if spec["path"] != SOURCE_PATH:
+    if isinstance(spec.get("path"), str) and spec["path"] != SOURCE_PATH:
         yield from _compile_problem(compile_path, spec["path"], f"{where}/path")
 
 

@@ -103,3 +103,35 @@ def test_invalid_mapping_file_names_the_file(tmp_path):
     bad.write_text('{"mappings": [}')
     with pytest.raises(ConfigError, match="bad.json: not valid JSON"):
         load_mapping_set(bad)
+
+
+def test_every_problem_comes_back_at_once_schema_and_paths_alike_as_the_readme_shows():
+    """The README's three-error example: a bad JSONPath is reported beside two shape errors, not
+    only once they are fixed."""
+    base = json.loads((ROOT / "mappings" / "default.json").read_text())["mappings"][0]
+    first = json.loads(json.dumps(base))
+    first["fields"]["customer_id"] = {"path": "$.user["}
+    first["fields"]["timestamp"] = {"path": "$.timestamp", "transforms": ["rfc3339", "iso8601"]}
+    second = {**json.loads(json.dumps(base)), "name": "second",
+              "properties": {"from": "$.properties", "include": ["a"], "exclude": ["b"]}}
+    with pytest.raises(ConfigError) as refused:
+        compile_mapping_set({"mappings": [first, second]}, "v")
+    readme = (ROOT / "README.md").read_text()
+    block = readme[readme.index("/mappings/0/fields/customer_id/path"):]
+    expected = block[:block.index("```")].strip().splitlines()
+    assert str(refused.value).splitlines() == expected and len(expected) == 3
+
+
+def test_paths_in_a_document_with_shape_errors_are_still_compiled_and_located():
+    broken = {"mappings": [{"name": "m", "trigger": {"all": [{"path": "$.[", "equals": 1}, "junk"]},
+                            "fields": {"transaction_id": {"path": "$..["}, "customer_id": 5,
+                                       "event_type": {"template": "{{$.event"}, "timestamp": {"hash": ["$.a", 7]}},
+                            "properties": {"add": {"x": {"path": "$.]"}}, "include": "notalist"}}, "not a mapping"]}
+    with pytest.raises(ConfigError) as refused:
+        compile_mapping_set(broken, "v")
+    lines = str(refused.value).splitlines()
+    located = [line.split(": ")[0] for line in lines]
+    for where in ("/mappings/0/trigger/all/0/path", "/mappings/0/fields/transaction_id/path",
+                  "/mappings/0/fields/event_type/template", "/mappings/0/properties/add/x/path",
+                  "/mappings/0/fields/customer_id", "/mappings/1"):
+        assert where in located, (where, lines)
