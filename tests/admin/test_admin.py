@@ -89,10 +89,12 @@ def test_an_invalid_mapping_is_refused_with_every_location_and_stores_nothing(ad
     del bad["mappings"][0]["fields"]["timestamp"]
     response = admin.put("/admin/mappings", headers=AUTH, json={"document": bad})
     assert (response.status_code, response.json["code"]) == (400, "invalid_mapping")
-    assert response.json["errors"] == ["/mappings/0/fields/timestamp: Missing data for required field."]
+    [path_error, missing] = response.json["errors"]  # both at once: the path is compiled despite the shape error
+    assert path_error.startswith("/mappings/0/fields/customer_id/path: ")
+    assert missing == "/mappings/0/fields/timestamp: Missing data for required field."
     bad["mappings"][0]["fields"]["timestamp"] = {"path": "$.timestamp"}
     errors = admin.put("/admin/mappings", headers=AUTH, json={"document": bad}).json["errors"]
-    assert len(errors) == 1 and errors[0].startswith("/mappings/0/fields/customer_id/path: ")
+    assert errors == [path_error]
     text = admin.put("/admin/mappings", headers=AUTH, json={"document": "{not json"}).json
     assert text["errors"][0].startswith("/: not valid JSON")
     assert admin.get("/admin/mappings", headers=AUTH).json["version"] == "v1"
