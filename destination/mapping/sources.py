@@ -73,7 +73,9 @@ def _first_of(singles: tuple[Origin, ...]) -> Origin:
     def origin(event, field):
         for single in singles:
             value = single(event, field)
-            if not is_empty(value):
+            # Text of only spaces counts as empty here: a userId of "   " is no customer, and
+            # validation would refuse it, so the next path (anonymousId) is asked instead.
+            if not is_empty(value) and not (type(value) is str and value.isspace()):
                 return value
         return None
     return origin

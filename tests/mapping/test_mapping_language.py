@@ -46,6 +46,15 @@ def test_a_path_list_takes_the_first_non_empty_value():
     assert mapped(event, customer_id={"path": ["$.userId", "$.anonymousId", "$.context.groupId"]})["customer_id"] == "org_9"
 
 
+@pytest.mark.parametrize("user_id", ["", "   ", "\t\n", None])
+def test_a_user_id_that_is_empty_or_only_spaces_falls_through_to_the_next_path(user_id):
+    event = {**EVENT, "userId": user_id, "anonymousId": "anon-7"}
+    assert mapped(event, customer_id={"path": ["$.userId", "$.anonymousId"]})["customer_id"] == "anon-7"
+    alone = {**EVENT, "userId": user_id}
+    [result] = process_events([alone], compile_mapping_set({"mappings": [BASE]}, "v"), NOW_MS, Limits()).results
+    assert result["status"] == "refused" and result["errors"][0]["code"] == "missing_customer_id"
+
+
 def test_zero_matches_use_the_default_and_a_required_field_without_one_is_refused():
     assert mapped(customer_id={"path": "$.context.accountId", "default": "house"})["customer_id"] == "house"
     values = mapped(customer_id={"path": "$.context.accountId"})
