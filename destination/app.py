@@ -42,6 +42,13 @@ class Runtime:
         return int(self.clock() * 1000)
 
     @cached_property
+    def secrets(self) -> tuple[bytes, ...]:
+        """Every credential this deployment knows, to strip from raw events before they are stored."""
+        found = {*self.settings.write_keys, *self.settings.webhook_secrets, *self.settings.admin_tokens,
+                 self.settings.metronome_api_token or ""}
+        return tuple(sorted((s.encode() for s in found if len(s) >= 8), key=len, reverse=True))
+
+    @cached_property
     def limits(self) -> Limits:
         return Limits(self.settings.max_event_bytes, self.settings.max_property_value_bytes)
 
