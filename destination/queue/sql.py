@@ -7,12 +7,16 @@ supply those things. Every statement here uses `?` placeholders.
 from __future__ import annotations
 
 import dataclasses
-import uuid
+import logging
+import time
 from contextlib import AbstractContextManager
 
 from destination.queue.group_commit import GroupCommit
 from destination.queue.migrations import LOG_BLOCK_ROWS
 from destination.queue.outbox import Claim, ClaimedEvent, DeadLetter, DeliveryNote, QueuedEvent
+from destination.queue.owners import new_owner, owner_is_dead
+
+log = logging.getLogger("destination.queue")
 
 DEAD_LETTER_COLUMNS = (
     "transaction_id, raw, payload, code, reason, mapping_version, stage, received_at_ms, dead_lettered_at_ms, attempts,"
@@ -33,6 +37,7 @@ MAX_ERROR = 1000
 RECENT_EVENTS_KEPT = 200
 MAX_ANSWER = 2000
 ANY = object()  # save_mapping_version: no condition on the newest version
+OWNER_CHECK_S = 1.0  # how often a claimer looks for claims left by dead processes
 
 
 class SQLQueue:
@@ -49,6 +54,7 @@ class SQLQueue:
         # SQLite has one writer at a time, so concurrent enqueues share its commits (group_commit.py);
         # Postgres commits many connections in parallel and groups WAL flushes itself.
         self._group = GroupCommit(self._write) if self.group_commits else None
+        self._owners_checked = float("-inf")
 
     # -- supplied by each backend ------------------------------------------------------------
     def _write(self, durable: bool = True) -> AbstractContextManager:
@@ -171,8 +177,9 @@ class SQLQueue:
         """Lease the oldest ready rows that no live lease holds; an expired lease is taken over
         in place. If another claimer leased a row after this statement looked (Postgres), the
         conflict's condition is checked against that committed lease, and the row stays its."""
-        owner = uuid.uuid4().hex
+        owner = new_owner()
         with self._write(durable=False) as db:
+            self._release_dead_owners(db, now_ms)
             ids = self._lease(db, owner, now_ms + lease_ms, now_ms, limit)
             rows = db.execute(
                 "SELECT id, transaction_id, payload, timestamp_ms, attempts, received_at_ms, customer_id FROM outbox"
@@ -211,6 +218,18 @@ class SQLQueue:
                         " source FROM outbox WHERE id = ?",
                         (code, reason[:MAX_ANSWER], now_ms, event_id))
                     db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+
+    def _release_dead_owners(self, db, now_ms: int) -> None:
+        """End the live leases of processes of this host that died holding them (see owners.py),
+        at most once a second: a restart after `kill -9` then resends at once, with the same
+        transaction_ids, instead of waiting out the lease."""
+        if time.monotonic() - self._owners_checked < OWNER_CHECK_S:
+            return
+        self._owners_checked = time.monotonic()
+        owners = [row[0] for row in db.execute("SELECT DISTINCT owner FROM leases WHERE until_ms > ?", (now_ms,))]
+        for owner in filter(owner_is_dead, owners):
+            released = db.execute("DELETE FROM leases WHERE owner = ? RETURNING id", (owner,)).fetchall()
+            log.warning("released %d events claimed by %s, a process that no longer runs", len(released), owner)
 
     def _lease(self, db, owner: str, until_ms: int, now_ms: int, limit: int) -> list[int]:
         """Lease up to `limit` ready rows to `owner`; return their ids."""

@@ -258,3 +258,60 @@ def test_send_threads_are_kept_between_rounds_and_a_stuck_one_is_replaced():
     release.set()
     stuck.join(10)
     assert not stuck.is_alive()
+
+
+def _serve_process(settings, sandbox, port: int, log_path):
+    """`serve` as an operator runs it (web processes that also deliver), in its own process group
+    so a kill -9 takes every one of its processes, as a machine or container stop does."""
+    env = {**os.environ, **store_env(settings), "METRONOME_BASE_URL": sandbox.url, "METRONOME_API_TOKEN": TOKEN,
+           "MAPPINGS_PATH": settings.mappings_path, "WRITE_KEYS": "test:test-write-key", "PORT": str(port),
+           "HOST": "127.0.0.1", "POLL_INTERVAL_SECONDS": "0.05", "BILLING_CHECK": "off"}  # LEASE_SECONDS: the default, 60
+    with open(log_path, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "destination", "serve"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _listening(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+    except requests.ConnectionError:
+        return False
+
+
+def test_serve_killed_mid_delivery_and_restarted_resends_within_seconds_not_a_lease(settings, queue, sandbox, tmp_path,
+                                                                                    clock):
+    """kill -9 of `serve` while its batches wait for Metronome's answer, then a restart 0.8 s
+    later: every event that got a 200 reaches Metronome within 5 s of the restart, with its
+    original transaction_id, though the dead process's leases had 60 s to run."""
+    from test_cli import _free_port
+
+    port = _free_port()
+    cue(sandbox, hang_s=120)  # accept the batches, then hold the answers: the sender dies waiting
+    first = _serve_process(settings, sandbox, port, tmp_path / "serve.log")
+    try:
+        wait_until(lambda: _listening(port), timeout=30, message="serve to listen")
+        events = [track(f"s{i:03d}", clock.iso(-60)) for i in range(150)]
+        answer = requests.post(f"http://127.0.0.1:{port}/v1/events", json=events, auth=("test-write-key", ""), timeout=10)
+        assert answer.status_code == 200 and answer.json()["accepted"] == 150
+        assert sandbox.state.hung.wait(20), "serve never sent a batch"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(10)
+    sent_before = len(sandbox.state.requests)
+    in_flight = {tid for r in sandbox.state.requests for tid in r["transaction_ids"]}
+    assert in_flight and queue.depth() == 150  # sent, never acked: leased to a dead process for another minute
+    cue(sandbox, hang_s=0)
+    time.sleep(0.8)  # the restart delay an operator's supervisor gives, as in the run that found this
+    restarted_at = time.monotonic()
+    second = _serve_process(settings, sandbox, port, tmp_path / "serve.log")
+    try:
+        wait_until(lambda: queue.depth() == 0, timeout=90, message="every accepted event sent again and acked")
+        took = time.monotonic() - restarted_at
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(30)
+    print(f"\nkill -9 and restart: every event delivered {took:.1f} s after the restart")
+    assert took < 5, f"{took:.1f} s: the dead process's leases were waited out"
+    resent = {tid for r in sandbox.state.requests[sent_before:] if r["status"] == 200 for tid in r["transaction_ids"]}
+    assert in_flight <= resent  # the batches the dead process sent, sent again with the very same transaction_ids
+    assert sorted(set(delivered_ids(sandbox))) == sorted(e["messageId"] for e in events)  # and no new ids
