@@ -9,9 +9,14 @@ def readiness(queue, now_ms: int, max_pending_age_s: float) -> tuple[bool, dict]
     checks: dict = {}
     try:
         queue.ping()
-        checks["database"] = {"ok": True}
     except Exception as exc:  # any failure to answer means "not ready", with its kind
         checks["database"] = {"ok": False, "reason": f"database unreachable: {type(exc).__name__}"}
+        return False, checks
+    try:  # a full disk still answers reads: only a write says whether an accept can be stored
+        queue.write_probe()
+        checks["database"] = {"ok": True}
+    except Exception as exc:
+        checks["database"] = {"ok": False, "reason": f"database cannot be written: {type(exc).__name__}: {exc}"[:300]}
         return False, checks
     halt = halt_state(queue)
     checks["metronome"] = (

@@ -130,6 +130,9 @@ class Queue(Protocol):
 
     def ping(self) -> None: ...
 
+    def write_probe(self) -> None:
+        """Raise if the store cannot take a write now (a full disk answers reads)."""
+
     def save_mapping_version(self, document: str, author: str, comment: str, now_ms: int, if_latest=...) -> int | None:
         """Store a new version; with `if_latest`, only if that id (None: no version) is still the newest."""
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import secrets
 import time
 from contextlib import AbstractContextManager
 
@@ -37,6 +38,7 @@ MAX_ERROR = 1000
 RECENT_EVENTS_KEPT = 200
 MAX_ANSWER = 2000
 ANY = object()  # save_mapping_version: no condition on the newest version
+PROBE_KEY, PROBE_BYTES, PROBE_MAX_BYTES = "write-probe", 8192, 4 * 2**20  # write_probe's row: 8 KB to 4 MB
 OWNER_CHECK_S = 1.0  # how often a claimer looks for claims left by dead processes
 
 
@@ -55,6 +57,7 @@ class SQLQueue:
         # Postgres commits many connections in parallel and groups WAL flushes itself.
         self._group = GroupCommit(self._write) if self.group_commits else None
         self._owners_checked = float("-inf")
+        self.failed_write_bytes = 0  # the size of the last accept this process could not store; 0 once one is
 
     # -- supplied by each backend ------------------------------------------------------------
     def _write(self, durable: bool = True) -> AbstractContextManager:
@@ -87,10 +90,18 @@ class SQLQueue:
     def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int,
                 samples: tuple = (), source: str | None = None, problems: tuple = ()) -> int:
         rows = _outbox_rows(events, now_ms)
-        if self._group is None:
-            with self._write() as db:
-                return self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems)
-        return self._group.run(lambda db: self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems))
+        try:
+            if self._group is None:
+                with self._write() as db:
+                    stored = self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems)
+            else:
+                stored = self._group.run(lambda db: self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems))
+        except Exception:
+            # What could not be stored, so /readyz can try a write as large (see write_probe).
+            self.failed_write_bytes = sum(len(e.payload) + len(e.raw) for e in events) + sum(len(d.raw) for d in dead_letters)
+            raise
+        self.failed_write_bytes = 0
+        return stored
 
     def _enqueue_in(self, db, rows, dead_letters, now_ms, samples, source, problems=()) -> int:
         if rows:
@@ -383,6 +394,18 @@ class SQLQueue:
     def ping(self) -> None:
         """Raise if the database cannot answer a query."""
         self._scalar("SELECT 1")
+
+    def write_probe(self) -> None:
+        """Raise if the store cannot take a write now. A read answers on a full disk, and so does
+        a small write that fits in pages the database has free, so the probe commits a row as
+        large as the last accept this process failed to store (two pages when none failed), and
+        deletes it in the same transaction. Random text, so Postgres cannot compress it away."""
+        size = min(max(PROBE_BYTES, self.failed_write_bytes), PROBE_MAX_BYTES)
+        with self._write(durable=False) as db:
+            db.execute("INSERT INTO sender_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                       (PROBE_KEY, secrets.token_hex(size // 2)))
+            db.execute("DELETE FROM sender_state WHERE key = ?", (PROBE_KEY,))
+        self.failed_write_bytes = 0
 
     def schema_version(self) -> int:
         return self._scalar("SELECT coalesce(max(version), 0) FROM schema_migrations")

@@ -104,7 +104,10 @@ class SQLiteQueue(SQLQueue):
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK")
+                # SQLite has already rolled back after some errors (SQLITE_FULL, an I/O error); a
+                # second ROLLBACK would raise "no transaction is active" and hide the real cause.
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
             self._commits += 1

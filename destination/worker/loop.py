@@ -74,7 +74,7 @@ class Worker:
             if wait:
                 stop.wait(wait)
 
-    def release_claim(self) -> None:
+    def release_claim(self, why: str = "released at shutdown") -> None:
         """At shutdown, hand back what this worker still holds when a request outlived the grace period.
 
         Only rows still leased to this claim's owner move: acked ones are gone, retried ones are
@@ -84,11 +84,16 @@ class Worker:
         claim = self.current
         if claim:
             self._flush_acks(claim.owner)  # delivered ones are acked, not handed back
-            self.queue.retry_later(claim.owner, [e.id for e in claim.events], self._now_ms(), "released at shutdown",
-                                   count_attempt=False)
+            self.queue.retry_later(claim.owner, [e.id for e in claim.events], self._now_ms(), why, count_attempt=False)
 
     def step(self, stop: threading.Event | None = None) -> float:
         """One round of work; returns how long to wait before the next (0 means go again now)."""
+        if self.current is not None:
+            # The last step stopped part-way: the database could not be written (a full disk, a
+            # restart). Ack what was delivered and hand back the rest now, rather than leave it
+            # leased to this live process until the lease runs out.
+            self.release_claim("released after the database could not be written")
+            self.current = None
         now_ms = self._now_ms()
         paused_until = int(self.queue.get_state(PAUSED_UNTIL) or 0)
         if paused_until > now_ms:
@@ -121,7 +126,12 @@ class Worker:
             pending, self._acks = self._acks, []
         if not pending:
             return
-        removed = self.queue.ack_many(owner, [([e.id for e in events], note) for events, note in pending])
+        try:
+            removed = self.queue.ack_many(owner, [([e.id for e in events], note) for events, note in pending])
+        except Exception:
+            with self._ack_lock:  # not acked: kept for the next try, or they would go out a second time
+                self._acks = pending + self._acks
+            raise
         if self.billing is not None:
             for events, note in pending:
                 self.billing.delivered(events, note.at_ms)
