@@ -62,7 +62,8 @@ def save_mappings():
     base = body.get("base_version")
     if base is not None:
         base = _version_id(base, "'base_version' must be the id of the version the edit started from")
-    return _save(_document_text(body.get("document")), body.get("comment", ""), based_on=base)
+    return _save(_document_text(body.get("document")), body.get("comment", ""), based_on=base,
+                 confirm_id_change=_confirmed(body))
 
 
 @blueprint.post("/mappings/items")
@@ -78,7 +79,7 @@ def replace_mapping(name: str):
     body = _body()
     document, live = _live_document()
     document["mappings"][_index_of(document, name)] = _object(body.get("mapping"), "mapping")
-    return _save(exact.dumps_pretty(document), body.get("comment", ""), based_on=live)
+    return _save(exact.dumps_pretty(document), body.get("comment", ""), based_on=live, confirm_id_change=_confirmed(body))
 
 
 @blueprint.delete("/mappings/items/<name>")
@@ -111,7 +112,7 @@ def export_version(version: int):
 def rollback():
     body = _body()
     version = _version_id(body.get("version"), "'version' must be the number of the version to roll back to")
-    new = _runtime().mappings.rollback(version, g.admin, body.get("comment", ""))
+    new = _runtime().mappings.rollback(version, g.admin, _comment(body.get("comment", "")), _confirmed(body))
     return {"version": version_name(new), "id": new, "rolled_back_to": version_name(version)}
 
 
@@ -132,7 +133,7 @@ def preview():
         except ConfigError as exc:
             return {"valid": False, "mapping_errors": str(exc).splitlines(), "events": []}
     else:
-        mapping_set = runtime.mappings.current()
+        mapping_set = runtime.mappings.current(fresh=True)  # a save a moment ago, in any process, is what it previews
     events, sources = _preview_events(body)
     now_ms = runtime.now_ms()
     out = []
@@ -280,7 +281,7 @@ def dead_letter(letter_id: int):
 @blueprint.post(f"/dead-letters/<int(max={MAX_ID}):letter_id>/replay")
 def replay_one(letter_id: int):
     runtime = _runtime()
-    return replay(runtime.queue, runtime.mappings.current(), [_letter(letter_id)], runtime.now_ms(),
+    return replay(runtime.queue, runtime.mappings.current(fresh=True), [_letter(letter_id)], runtime.now_ms(),
                   runtime.limits, _fresh_billing(runtime))
 
 
@@ -289,7 +290,7 @@ def replay_many():
     """Replay every dead letter matching the filters (`code`, `stage`, `since_ms`, `until_ms`), or `"all": true`."""
     runtime = _runtime()
     filters = _bulk_filters(_body())
-    mapping_set = runtime.mappings.current()
+    mapping_set = runtime.mappings.current(fresh=True)
     billing = _fresh_billing(runtime)
     totals = {"replayed": 0, "resolved": 0, "still_dead": 0, "usage_events_queued": 0}
     after = 0
@@ -377,11 +378,23 @@ def _index_of(document: dict, name: str) -> int:
     raise NotFound(f"no mapping is named {name!r}", code="no_such_mapping")
 
 
-def _save(text: str, comment, status: int = 200, based_on: int | None = None):
+def _confirmed(body: dict) -> bool:
+    confirm = body.get("confirm_id_change", False)
+    if not isinstance(confirm, bool):
+        raise BadRequest("'confirm_id_change' must be true or false", code="invalid_confirm_id_change")
+    return confirm
+
+
+def _comment(comment) -> str:
     if not isinstance(comment, str):
         raise BadRequest("'comment' must be text", code="invalid_comment")
+    return comment
+
+
+def _save(text: str, comment, status: int = 200, based_on: int | None = None, confirm_id_change: bool = False):
+    comment = _comment(comment)
     try:
-        version = _runtime().mappings.save(text, g.admin, comment, based_on)
+        version = _runtime().mappings.save(text, g.admin, comment, based_on, confirm_id_change)
     except ConfigError as exc:
         raise InvalidMapping(str(exc).splitlines()) from None
     return _version_view(_runtime().mappings.get(version)), status

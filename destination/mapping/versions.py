@@ -63,9 +63,11 @@ class MappingStore:
             log.warning("%s differs from the live mapping %s in the database, which wins; import the file through "
                         "the admin API to use it", path, version_name(latest))
 
-    def current(self) -> MappingSet:
+    def current(self, fresh: bool = False) -> MappingSet:
+        """The live mappings, re-read at most every `refresh_s` (the accept path's bound), or now
+        with `fresh`: a preview or replay right after a save, in any process, uses that save."""
         now = time.monotonic()
-        if self._cached is not None and now - self._checked_at < self.refresh_s:
+        if not fresh and self._cached is not None and now - self._checked_at < self.refresh_s:
             return self._cached
         with self._lock:
             latest = self.queue.latest_mapping_version()
@@ -78,12 +80,18 @@ class MappingStore:
             self._checked_at = now
             return self._cached
 
-    def save(self, text: str, author: str, comment: str, based_on: int | None = None) -> int:
+    def save(self, text: str, author: str, comment: str, based_on: int | None = None,
+             confirm_id_change: bool = False) -> int:
         """Validate, then store as the newest version; raise ConfigError and store nothing if invalid.
 
         With `based_on`, raise Conflict unless that version is still the newest, so an admin
-        editing from an old version never silently overwrites a colleague's later save."""
+        editing from an old version never silently overwrites a colleague's later save. Unless
+        `confirm_id_change`, raise Conflict (`transaction_id_changed`) when a mapping kept by
+        name builds its transaction_id another way: a sender's retry of an event delivered
+        under the old rule would get a new id, and Metronome would bill it again."""
         compile_text(text, "candidate")
+        if not confirm_id_change:
+            self._refuse_id_changes(text)
         kwargs = {} if based_on is None else {"if_latest": based_on}
         version = self.queue.save_mapping_version(text, author, comment, self._now_ms(), **kwargs)
         if version is None:
@@ -93,9 +101,20 @@ class MappingStore:
         self._checked_at = float("-inf")  # this process sees its own edit at once
         return version
 
-    def rollback(self, version: int, author: str, comment: str = "") -> int:
+    def rollback(self, version: int, author: str, comment: str = "", confirm_id_change: bool = False) -> int:
         old = self.get(version)
-        return self.save(old["document"], author, comment or f"rollback to {version_name(version)}")
+        return self.save(old["document"], author, comment or f"rollback to {version_name(version)}",
+                         confirm_id_change=confirm_id_change)
+
+    def _refuse_id_changes(self, text: str) -> None:
+        latest = self.queue.latest_mapping_version()
+        if latest is None:
+            return
+        changed = id_rule_changes(self.get(latest)["document"], text)
+        if changed:
+            raise Conflict(f"saving changes how {', '.join(map(repr, changed))} builds its transaction_id: a sender's "
+                           "retry of an event already delivered would get a new id and bill again. Send "
+                           '"confirm_id_change": true to save anyway', code="transaction_id_changed")
 
     def get(self, version: int) -> dict:
         found = self.queue.get_mapping_version(version)
@@ -105,3 +124,12 @@ class MappingStore:
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
+
+
+def id_rule_changes(old_text: str, new_text: str) -> list[str]:
+    """Names of the enabled mappings, in both documents, whose transaction_id source differs."""
+    def rules(text: str) -> dict:
+        return {m["name"]: m["fields"]["transaction_id"] for m in exact.loads(text.encode())["mappings"]
+                if m.get("enabled", True)}
+    old, new = rules(old_text), rules(new_text)
+    return [name for name, rule in new.items() if name in old and old[name] != rule]

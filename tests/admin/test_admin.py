@@ -333,6 +333,51 @@ def test_base_version_and_rollback_take_the_version_name_the_api_gives_as_well_a
     assert again.json["rolled_back_to"] == "v2"
 
 
+def test_a_save_that_changes_how_a_mapping_builds_its_transaction_id_needs_confirming(admin):
+    """A sender's retry of an event delivered under the old rule would get a new id: billed twice."""
+    rehashed = copy.deepcopy(DEFAULT)
+    rehashed["mappings"][0]["fields"]["transaction_id"] = {"hash": ["$.userId", "$.event", "$.timestamp"]}
+    refused = admin.put("/admin/mappings", headers=AUTH, json={"document": rehashed})
+    assert (refused.status_code, refused.json["code"]) == (409, "transaction_id_changed")
+    assert "'track events as usage'" in refused.json["message"] and "confirm_id_change" in refused.json["message"]
+    assert admin.get("/admin/mappings", headers=AUTH).json["version"] == "v1"  # nothing saved
+    bad = admin.put("/admin/mappings", headers=AUTH, json={"document": rehashed, "confirm_id_change": "yes"})
+    assert (bad.status_code, bad.json["code"]) == (400, "invalid_confirm_id_change")
+    saved = admin.put("/admin/mappings", headers=AUTH, json={"document": rehashed, "confirm_id_change": True})
+    assert saved.status_code == 200 and saved.json["version"] == "v2"
+    # Other edits pass as before, and so does a new mapping: it has no old rule to change.
+    renamed = copy.deepcopy(rehashed)
+    renamed["mappings"][0]["fields"]["event_type"] = {"literal": "usage"}
+    assert admin.put("/admin/mappings", headers=AUTH, json={"document": renamed}).status_code == 200
+    # Going back to v1's rule is a change too, and a rollback is a save.
+    back = admin.post("/admin/mappings/rollback", headers=AUTH, json={"version": "v1"})
+    assert (back.status_code, back.json["code"]) == (409, "transaction_id_changed")
+    assert admin.post("/admin/mappings/rollback", headers=AUTH, json={"version": "v1", "confirm_id_change": True}).json["version"] == "v4"
+    item = copy.deepcopy(DEFAULT["mappings"][0])
+    item["fields"]["transaction_id"] = {"template": "{{$.messageId}}-x"}
+    one = admin.put("/admin/mappings/items/track events as usage", headers=AUTH, json={"mapping": item})
+    assert (one.status_code, one.json["code"]) == (409, "transaction_id_changed")
+
+
+def test_preview_and_replay_right_after_a_save_in_another_process_use_that_save(admin_settings, queue, clock):
+    """Two processes of one deployment, each with its own once-a-second copy of the live mappings:
+    a save in one is what the other's next preview and replay use (read your writes)."""
+    one = create_app(admin_settings, queue=queue, clock=clock).test_client()
+    other = create_app(admin_settings, queue=queue, clock=clock).test_client()
+    refused = [group_only(f"g{i}", clock.iso()) for i in range(5)]
+    assert send(other, refused).json["refused"] == 5  # the other process has read the live mappings (v1)
+    for _ in range(3):  # each save's next preview and replay, in the process that did not save
+        assert one.put("/admin/mappings", headers=AUTH, json={"document": with_customer_from_group(DEFAULT)}).status_code == 200
+        preview = other.post("/admin/preview", headers=AUTH, json={"event": refused[0]}).json
+        assert preview["events"][0]["status"] == "accepted" and preview["mapping_version"] != "v1"
+        one.put("/admin/mappings", headers=AUTH, json={"document": DEFAULT})
+        preview = other.post("/admin/preview", headers=AUTH, json={"event": refused[0]}).json
+        assert preview["events"][0]["status"] == "refused"
+    one.put("/admin/mappings", headers=AUTH, json={"document": with_customer_from_group(DEFAULT)})
+    replayed = other.post("/admin/dead-letters/replay", headers=AUTH, json={"all": True}).json
+    assert replayed["resolved"] == 5 and replayed["mapping_version"] == "v8"
+
+
 def test_an_invalid_single_mapping_edit_names_its_location(admin):
     response = admin.put("/admin/mappings/items/track events as usage", headers=AUTH,
                          json={"mapping": {**DEFAULT["mappings"][0], "fields": {**DEFAULT["mappings"][0]["fields"],

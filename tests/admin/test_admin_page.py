@@ -142,3 +142,31 @@ def test_the_page_is_served_with_a_strict_policy_and_no_data(live):
     assert answer.headers["Cache-Control"] == "no-store" and "<script src=\"/admin/ui/app.js\"" in answer.text
     assert "track events as usage" not in answer.text
     assert requests.get(live.url + "/admin/ui/secrets.txt", timeout=5).status_code == 404
+
+
+def test_a_save_that_changes_the_transaction_id_rule_asks_the_admin_first(browser, live, tmp_path):
+    page = Page(browser, live.url)
+    page.sign_in(ADMIN)
+    page.wait.until(lambda _: page.css('#mapping-rows tr[data-name="track events as usage"]'), "the mapping list")
+    page.css('#mapping-rows tr[data-name="track events as usage"] button[data-action="edit"]')[0].click()
+    rehashed = {**MAPPING, "fields": {**MAPPING["fields"], "transaction_id": {"hash": ["$.userId", "$.timestamp"]}}}
+    page.type_into("mapping-editor", json.dumps(rehashed, indent=2))
+    page.el("save").click()
+    alert = page.wait.until(lambda driver: _alert(driver), "the page to ask")
+    assert "builds its transaction_id" in alert.text and "'track events as usage'" in alert.text
+    alert.dismiss()
+    page.until_text("save-status", "not saved: the transaction_id rule was kept")
+    page.el("save").click()
+    page.wait.until(lambda driver: _alert(driver), "the page to ask again").accept()
+    page.until_text("save-status", "saved as v2")
+    live_doc = requests.get(live.url + "/admin/mappings", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=5).json()
+    assert live_doc["document"]["mappings"][0]["fields"]["transaction_id"] == {"hash": ["$.userId", "$.timestamp"]}
+
+
+def _alert(driver):
+    from selenium.common.exceptions import NoAlertPresentException
+
+    try:
+        return driver.switch_to.alert
+    except NoAlertPresentException:
+        return False

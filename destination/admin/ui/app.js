@@ -237,8 +237,9 @@ async function save() {
   const problem = parses($("mapping-editor").value, "the mapping");
   if (problem !== true) return showErrors([problem]);
   const comment = $("comment").value || `edited ${JSON.parse($("mapping-editor").value).name || "a mapping"}`;
-  const body = JSON.stringify({ document: candidateText(), comment, base_version: state.editing.base });
-  const answer = await api("PUT", "/mappings", body);
+  const body = { document: candidateText(), comment, base_version: state.editing.base };
+  const answer = await confirmingIdChange((confirm) => api("PUT", "/mappings", JSON.stringify({ ...body, ...confirm })));
+  if (answer === null) return say("save-status", "not saved: the transaction_id rule was kept", "error");
   if (answer.status === 400 && answer.data.errors) {
     showErrors(answer.data.errors);
     return say("save-status", "not saved: the mapping is invalid", "error");
@@ -282,8 +283,20 @@ async function exportVersion(id) {
   URL.revokeObjectURL(link.href);
 }
 
+// A save that changes how a mapping builds its transaction_id would bill a sender's retry of an
+// already delivered event again; the server refuses it (409 transaction_id_changed) until the
+// admin confirms. `send(extra)` makes the request, with `{confirm_id_change: true}` the second time.
+async function confirmingIdChange(send) {
+  const answer = await send({});
+  if (answer.status !== 409 || answer.data.code !== "transaction_id_changed") return answer;
+  if (!window.confirm(`${answer.data.message}\n\nChange the transaction_id rule anyway?`)) return null;
+  return send({ confirm_id_change: true });
+}
+
 async function rollback(id) {
-  const answer = await api("POST", "/mappings/rollback", JSON.stringify({ version: id }));
+  const answer = await confirmingIdChange((confirm) =>
+    api("POST", "/mappings/rollback", JSON.stringify({ version: id, ...confirm })));
+  if (answer === null) return say("version-status", "not rolled back: the transaction_id rule was kept", "error");
   if (!answer.ok) return say("version-status", answer.data.message, "error");
   say("version-status", `rolled back to v${id}: live mappings are now ${answer.data.version}`, "ok");
   await loadLive();
