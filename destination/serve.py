@@ -33,7 +33,8 @@ def gunicorn_options(settings) -> dict:
     options = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.web_concurrency,
-        "worker_class": "gthread",
+        # gthread, reading each request whole before a thread takes it (request_buffer.py)
+        "worker_class": "destination.request_buffer.BufferingThreadWorker",
         "threads": settings.web_threads,
         "timeout": settings.web_timeout,
         "graceful_timeout": GRACEFUL_TIMEOUT_S,
@@ -59,6 +60,8 @@ def gunicorn_options(settings) -> dict:
 
 def post_worker_init(worker) -> None:
     runtime = worker.wsgi.extensions["destination"]
+    worker.read_timeout_s = runtime.settings.request_read_timeout_seconds
+    worker.max_body = runtime.settings.max_request_bytes
     if not runtime.settings.deliver_in_web:
         return
     from destination.worker.build import build_worker
