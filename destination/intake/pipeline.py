@@ -168,7 +168,8 @@ class Route:
 
 
 # The Tracking API (kind A, SDKs and Segment-compatible CDPs): write keys, skew correction.
-BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b")
+# /sdk/batch: June's SDKs (june-analytics-python) post Segment's batch shape there.
+BATCH_PATHS = ("/v1/batch", "/v1/import", "/v1/b", "/sdk/batch")
 SINGLE_PATHS = {"track": ("/v1/track", "/v1/t"), "identify": ("/v1/identify", "/v1/i"), "page": ("/v1/page", "/v1/p"),
                 "screen": ("/v1/screen", "/v1/s"), "group": ("/v1/group", "/v1/g"), "alias": ("/v1/alias", "/v1/a")}
 # Webhook destinations (kind B) have already processed the event: signed, and their timestamp is trusted.

@@ -4,6 +4,7 @@ the track event arrives at the sandbox exactly as Metronome expects it."""
 import json
 import shutil
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -63,9 +64,10 @@ def arrived(sandbox, transaction_id: str) -> dict | None:
         return sandbox.state.events.get(transaction_id)
 
 
-def assert_first_try_and_delivered(service, sandbox, prefix: str, encoding: str | None, auth: str, user: str = "user_42"):
+def assert_first_try_and_delivered(service, sandbox, prefix: str, encoding: str | None, auth: str, user: str = "user_42",
+                                   path: str = "/v1/batch"):
     [request] = service.recorder.seen  # one batch, never retried
-    assert request == {"path": "/v1/batch", "status": 200, "encoding": encoding, "auth": auth}
+    assert request == {"path": path, "status": 200, "encoding": encoding, "auth": auth}
     event = wait_until(lambda: arrived(sandbox, f"{prefix}-track"), message=f"{prefix} at the sandbox")
     assert {k: v for k, v in event.items() if k != "timestamp"} == {
         "transaction_id": f"{prefix}-track", "customer_id": user, "event_type": "llm_request",
@@ -80,6 +82,39 @@ def test_segment_analytics_python(sdk_service, sandbox, gzip):
     errors = send_with_python_sdk("segment.analytics", "seg-write-key", sdk_service.url, f"seg-{gzip}", gzip=gzip)
     assert errors == []
     assert_first_try_and_delivered(sdk_service, sandbox, f"seg-{gzip}", "gzip" if gzip else None, "Basic")
+
+
+JUNE_SCRIPT = """
+import json, sys
+from june.analytics import Client
+errors = []
+client = Client(sys.argv[1], host=sys.argv[2], on_error=lambda error, batch: errors.append(repr(error)), max_retries=3)
+client.track(user_id="user_42", event="llm_request", message_id="june-track",
+             properties={"model": "gpt-5", "input_tokens": 1500, "cost": 0.0042})
+client.identify(user_id="user_42", message_id="june-identify", traits={"plan": "pro"})
+client.page(user_id="user_42", message_id="june-page", name="Pricing")
+client.flush()
+client.join()
+print(json.dumps(errors))
+"""
+
+
+@pytest.fixture(scope="session")
+def june_python(tmp_path_factory):
+    """June's SDK pins backoff 1.x, which the other SDKs here cannot share, so it gets a venv of its own."""
+    venv = tmp_path_factory.mktemp("june") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "june-analytics-python==2.3.0"], check=True,
+                   capture_output=True, timeout=300)
+    return venv / "bin" / "python"
+
+
+def test_june_analytics_python_posts_to_sdk_batch_and_is_answered_first_time(sdk_service, sandbox, june_python):
+    """June's Python SDK, a Segment fork, posts the same batch to /sdk/batch instead of /v1/batch."""
+    sent = subprocess.run([str(june_python), "-c", JUNE_SCRIPT, "seg-write-key", sdk_service.url], check=True,
+                          capture_output=True, text=True, timeout=60)
+    assert json.loads(sent.stdout) == []
+    assert_first_try_and_delivered(sdk_service, sandbox, "june", None, "Basic", path="/sdk/batch")
 
 
 def test_rudder_sdk_python_which_gzips_by_default(sdk_service, sandbox):
