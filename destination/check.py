@@ -108,7 +108,7 @@ def check_mappings(settings) -> Result:
     try:
         mapping_set = load_mapping_set(settings.mappings_path)
     except ConfigError as exc:
-        return Result("mappings", False, str(exc))
+        return Result("mappings", False, f"{exc} (set MAPPINGS_PATH, or fix the file)")
     return Result("mappings", True, f"{settings.mappings_path}: {len(mapping_set.mappings)} mapping(s), version {mapping_set.version}")
 
 
@@ -121,7 +121,8 @@ def check_database(settings) -> Result:
             psycopg.connect(settings.database_url, connect_timeout=5).close()
         queue = open_queue(settings, migrate=False)
     except Exception as exc:  # connection refused, bad credentials, unreadable file: all one verdict
-        return Result("database", False, f"{where}: cannot connect: {type(exc).__name__}: {exc}")
+        setting = "DATABASE_URL" if settings.database_url else "SQLITE_PATH"
+        return Result("database", False, f"{where}: cannot connect: {type(exc).__name__}: {exc} (check {setting})")
     try:
         version = queue.schema_version()
         live = queue.latest_mapping_version()
@@ -143,7 +144,8 @@ def check_token(base_url: str, token: str, timeout_s: float) -> Result:
             # batches in Metronome's logs (and in the tests' spec check of what the worker sends).
             "Authorization": f"Bearer {token}", "Content-Type": "application/json", "User-Agent": f"{USER_AGENT} (check)"})
     except requests.RequestException as exc:
-        return Result("metronome token", False, f"{base_url} unreachable: {type(exc).__name__}")
+        return Result("metronome token", False, f"{base_url} unreachable: {type(exc).__name__} (check METRONOME_BASE_URL "
+                                                "and the network; --skip-token checks the rest offline)")
     if response.status_code == 400:
         return Result("metronome token", True, f"{base_url} accepted the token (400 to an empty batch, as expected)")
     if response.status_code in (401, 403):

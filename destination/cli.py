@@ -106,10 +106,10 @@ def _serve(args) -> int:
     return 0
 
 
-def _start_sandbox(settings):
+def _start_sandbox(settings, port: int | None = None):
     from destination.sandbox.server import SandboxServer
 
-    sandbox = SandboxServer(port=settings.sandbox_port, tokens=(SANDBOX_TOKEN,),
+    sandbox = SandboxServer(port=settings.sandbox_port if port is None else port, tokens=(SANDBOX_TOKEN,),
                             max_property_bytes=settings.sandbox_max_property_bytes)
     _seed(sandbox, settings.sandbox_seed)
     sandbox.start()
@@ -175,11 +175,20 @@ def _migrate(args) -> int:
 
 
 def _check(args) -> int:
+    """With --sandbox, the built-in sandbox is started and checked, never the internet; with
+    --skip-token, Metronome is not called and no token is needed."""
     from destination.check import run_checks
     from destination.ops.logs import redact
 
-    settings = _settings(args, "check")
-    results = run_checks(settings, token=not args.skip_token)
+    settings = _settings(args, "check", need_token=not args.skip_token)
+    sandbox = None
+    if settings.sandbox and not args.skip_token:
+        settings, sandbox = _start_sandbox(settings, port=0)  # a free port: `serve --sandbox` may hold 8090
+    try:
+        results = run_checks(settings, token=not args.skip_token)
+    finally:
+        if sandbox:
+            sandbox.stop()
     for result in results:
         print(redact(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.detail}"))
     failed = [r.name for r in results if not r.ok]

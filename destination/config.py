@@ -152,7 +152,8 @@ def add_flags(parser: argparse.ArgumentParser, names: list[str] | None = None) -
     for setting in SETTINGS:
         if names is None or setting.name in names:
             flag = "--" + setting.name.replace("_", "-")
-            default = "(secret)" if setting.secret else setting.default
+            # A secret's value is never shown; one with no default says so instead of "(secret)".
+            default = "none" if not setting.default else "(secret)" if setting.secret else setting.default
             text = f"{setting.help} Env {setting.env}; default {default!s}."
             if setting.parse is _bool:  # a switch: --sandbox, --allow-unauthenticated
                 parser.add_argument(flag, dest=setting.name, default=None, action="store_const", const="true", help=text)

@@ -23,7 +23,9 @@ def test_every_subcommand_has_help(command):
 
 
 def test_worker_help_lists_settings_with_their_environment_variables():
-    assert "METRONOME_API_TOKEN" in run("worker", "--help").stdout
+    shown = " ".join(run("worker", "--help").stdout.split())  # argparse wraps lines
+    assert "METRONOME_API_TOKEN" in shown
+    assert "Env METRONOME_API_TOKEN; default none." in shown and "(secret)" not in shown  # no setting with a default is secret
 
 
 @pytest.mark.parametrize("args, env, message", [
@@ -93,3 +95,31 @@ def test_the_readme_settings_table_matches_the_code():
     from destination.config import markdown_table
 
     assert markdown_table() in (ROOT / "README.md").read_text(), "regenerate with destination.config.markdown_table()"
+
+
+def _bare_env(tmp_path) -> dict:
+    """No token, no DATABASE_URL: what a new user's shell has."""
+    return {**{k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "METRONOME_API_TOKEN")},
+            "SQLITE_PATH": str(tmp_path / "q.sqlite3")}
+
+
+def test_check_sandbox_checks_the_built_in_sandbox_and_never_the_internet(tmp_path):
+    env = _bare_env(tmp_path)
+    assert run("migrate", "--sandbox", env=env).returncode == 0
+    result = run("check", "--sandbox", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ok   metronome token: http://127.0.0.1:" in result.stdout and "api.metronome.com" not in result.stdout
+    assert "checks passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_check_skip_token_needs_no_token_and_a_failure_names_the_setting(tmp_path):
+    env = _bare_env(tmp_path)
+    fresh = run("check", "--skip-token", env=env)
+    assert "METRONOME_API_TOKEN: required" not in fresh.stderr
+    assert fresh.returncode == 1 and "run `metronome-destination migrate`" in fresh.stdout
+    assert run("migrate", "--sandbox", env=env).returncode == 0
+    assert run("check", "--skip-token", env=env).returncode == 0
+    bad = run("check", "--skip-token", "--mappings-path", str(tmp_path / "missing.json"), env=env)
+    assert bad.returncode in (1, 2) and "MAPPINGS_PATH" in bad.stdout + bad.stderr
+    unreachable = run("check", env={**env, "METRONOME_API_TOKEN": "t", "METRONOME_BASE_URL": "http://127.0.0.1:9"})
+    assert unreachable.returncode == 1 and "check METRONOME_BASE_URL" in unreachable.stdout
