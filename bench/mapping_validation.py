@@ -63,7 +63,7 @@ def main() -> None:
               "events_per_request": REQUEST_EVENTS, "runs": args.runs}
     del events
     for name, usage_per_event in (("default", 1), ("llm_tokens", 2)):
-        mapping_set = load_mapping_set(ROOT / "mappings" / f"{name}.json")
+        mapping_set = load_mapping_set(ROOT / "destination" / "mappings" / f"{name}.json")
         rates, parse_rates = [], []
         for _ in range(args.runs):
             parsing = mapping = 0.0
@@ -102,7 +102,7 @@ def billing_check_cost(bodies: list, events: int, runs: int, now_s: float) -> di
     """The check's cost as paired differences: each 100-event body goes through with the check
     off and with it on, one right after the other (which goes first alternates), so the machine's
     drift, which on a shared VM swings a run by a third, falls on both halves of each pair."""
-    mapping_set = load_mapping_set(ROOT / "mappings" / "default.json")
+    mapping_set = load_mapping_set(ROOT / "destination" / "mappings" / "default.json")
     check = BillingCheck("warn", StaticCatalog(), 256)
     spent: dict = {"off": [], "warn": []}
     for run in range(runs):

@@ -114,6 +114,9 @@ def check_mappings(settings) -> Result:
 
 def check_database(settings) -> Result:
     where = "Postgres (DATABASE_URL)" if settings.database_url else f"SQLite at {settings.sqlite_path}"
+    if not settings.database_url and not Path(settings.sqlite_path).exists():  # a check creates nothing
+        return Result("database", False, f"{where}: no database there yet; `metronome-destination migrate` or `serve` "
+                                         "creates it (SQLITE_PATH, relative to the working directory)")
     try:
         if settings.database_url:  # a direct connection reports the server's own reason, not a pool timeout
             import psycopg

@@ -6,6 +6,7 @@ before the service starts; a bad value stops startup with a message naming the v
 from __future__ import annotations
 
 import argparse
+import importlib.resources
 import os
 from dataclasses import dataclass, field
 from typing import Callable
@@ -56,6 +57,14 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+def _shipped_mappings_or_path(text: str) -> str:
+    """The mapping file: the given path, or the default mappings shipped inside the package,
+    found through importlib.resources so an installed service has them wherever it runs."""
+    if text:
+        return text
+    return str(importlib.resources.files("destination") / "mappings" / "default.json")
+
+
 def _labelled_secrets(text: str) -> dict:
     """`label:secret,label2:secret2` -> {secret: label}; a bare secret gets the label 'default'."""
     keys = {}
@@ -82,9 +91,9 @@ SETTINGS = [
     Setting("metronome_base_url", "METRONOME_BASE_URL", _http_url, "https://api.metronome.com", "Metronome API base URL."),
     Setting("database_url", "DATABASE_URL", _postgres_url, "", "Postgres URL; when set it replaces SQLite so processes can share one queue.", secret=True),
     Setting("database_pool_size", "DATABASE_POOL_SIZE", _number_range(int, 1, 200), "10", "Postgres connections per process (web threads + delivery)."),
-    Setting("sqlite_path", "SQLITE_PATH", str, "data/destination.sqlite3", "SQLite database file (the embedded default store)."),
+    Setting("sqlite_path", "SQLITE_PATH", str, "data/destination.sqlite3", "SQLite database file (the embedded default store); a relative path is relative to the working directory, where `migrate` or `serve` creates it."),
     Setting("sqlite_synchronous", "SQLITE_SYNCHRONOUS", _choice("FULL", "NORMAL"), "FULL", "FULL fsyncs every commit (survives power loss); NORMAL survives process crashes only."),
-    Setting("mappings_path", "MAPPINGS_PATH", str, "mappings/default.json", "Mapping file to load."),
+    Setting("mappings_path", "MAPPINGS_PATH", _shipped_mappings_or_path, "", "Mapping file to load; unset, the shipped default (`default.json` in the installed package's `destination/mappings/`). A relative path is relative to the working directory."),
     Setting("host", "HOST", str, "127.0.0.1", "Address the web server listens on (the Procfile sets 0.0.0.0)."),
     Setting("port", "PORT", _number_range(int, 1, 65535), "8080", "Port the web server listens on (set by the platform)."),
     Setting("write_keys", "WRITE_KEYS", _labelled_secrets, "", "Accepted write keys as label:key, comma-separated.", secret=True),

@@ -147,7 +147,7 @@ def settings(tmp_path, sandbox, store):
         **store,
         "metronome_api_token": TOKEN,
         "metronome_base_url": sandbox.url,
-        "mappings_path": str(ROOT / "mappings" / "default.json"),
+        "mappings_path": str(ROOT / "destination" / "mappings" / "default.json"),
         "write_keys": f"test:{WRITE_KEY}",
         "retry_base_seconds": "0.01",
         "halt_probe_seconds": "0.2",

@@ -3,9 +3,9 @@
 import http.client
 import json
 import os
-import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -44,7 +44,7 @@ def base_env(settings, sandbox, tmp_path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PROMETHEUS_MULTIPROC_DIR")}
     env.update({"PATH": f"{BIN}:{env.get('PATH', '')}", "HOST": "127.0.0.1", "PORT": str(free_port()),
                 "METRONOME_API_TOKEN": TOKEN, "METRONOME_BASE_URL": sandbox.url, "WRITE_KEYS": f"cdp:{WRITE_KEY}",
-                "MAPPINGS_PATH": str(ROOT / "mappings" / "default.json"), "POLL_INTERVAL_SECONDS": "0.05",
+                "MAPPINGS_PATH": str(ROOT / "destination" / "mappings" / "default.json"), "POLL_INTERVAL_SECONDS": "0.05",
                 "RETRY_BASE_SECONDS": "0.05", "HALT_PROBE_SECONDS": "0.3", "WEB_CONCURRENCY": "2",
                 "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), **store_env(settings)})
     env.update(extra)
@@ -60,7 +60,7 @@ def listening(url: str):
     def up():
         try:
             return requests.get(url + "/healthz", timeout=1).ok
-        except requests.ConnectionError:
+        except requests.RequestException:  # refused, or accepted by a process still booting
             return False
     return up
 
@@ -257,6 +257,10 @@ def test_check_names_an_unreachable_database_a_wrong_url_and_a_broken_mapping(se
 def test_check_reports_a_schema_that_needs_migrating(sandbox, tmp_path):
     env = {**os.environ, "METRONOME_API_TOKEN": TOKEN, "METRONOME_BASE_URL": sandbox.url, "DATABASE_URL": "",
            "SQLITE_PATH": str(tmp_path / "new.sqlite3")}
+    result = run_cli("check", "--skip-token", env=env)
+    assert result.returncode == 1 and "no database there yet" in result.stdout
+    assert not (tmp_path / "new.sqlite3").exists()  # the check created nothing
+    sqlite3.connect(tmp_path / "new.sqlite3").close()  # a database file from before any migration
     result = run_cli("check", "--skip-token", env=env)
     assert result.returncode == 1
     assert f"schema at version 0 of {migrations.latest('sqlite')}; run `metronome-destination migrate`" in result.stdout

@@ -36,7 +36,7 @@ def test_the_quickstart_guide_block_prints_what_the_readme_promises(tmp_path):
         def up():
             try:
                 return requests.get("http://localhost:8080/healthz", timeout=1).ok
-            except requests.ConnectionError:
+            except requests.RequestException:  # refused, or accepted by a process still booting
                 return False
         wait_until(up, timeout=30, message="serve --sandbox to listen on 8080")
         run = subprocess.run(["bash", "-c", readme_block("M=localhost:8090")], cwd=tmp_path, env=env,

@@ -101,7 +101,7 @@ def one_version(version: int):
 
 @blueprint.get(f"/mappings/versions/<int(max={MAX_ID}):version>/export")
 def export_version(version: int):
-    """The document as a file for code review: commit it to mappings/ to ship it."""
+    """The document as a file for code review: commit it to destination/mappings/ to ship it."""
     found = _runtime().mappings.get(version)
     text = exact.dumps_pretty(exact.loads(found["document"].encode())) + "\n"
     return Response(text, 200, mimetype="application/json",

@@ -14,7 +14,7 @@ from destination.payload import exact
 
 ADMIN = "admin-token-one"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
-DEFAULT = json.loads((ROOT / "mappings" / "default.json").read_text())
+DEFAULT = json.loads((ROOT / "destination" / "mappings" / "default.json").read_text())
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from conftest import BIG, LONG, ROOT, LiveService, wait_until, with_numbers
 from destination.app import create_app
 
 ADMIN = "page-admin-token"
-MAPPING = json.loads((ROOT / "mappings" / "default.json").read_text())["mappings"][0]
+MAPPING = json.loads((ROOT / "destination" / "mappings" / "default.json").read_text())["mappings"][0]
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ def test_the_event_types_a_mapping_can_produce(mapping, types):
 
 def test_check_names_the_mappings_that_feed_no_metric_and_the_metrics_fed_by_none(settings, sandbox, tmp_path):
     load_seed(sandbox.state, read_seed("guide"))
-    document = json.loads((ROOT / "mappings" / "llm_tokens.json").read_text())
+    document = json.loads((ROOT / "destination" / "mappings" / "llm_tokens.json").read_text())
     document["mappings"].append({"name": "transfers", "trigger": {"path": "$.event", "equals": "transfer"},
                                  "fields": {"transaction_id": {"path": "$.messageId"}, "customer_id": {"path": "$.userId"},
                                             "event_type": {"path": "$.event"}, "timestamp": {"path": "$.timestamp"}}})

@@ -1,7 +1,6 @@
 """No credential is stored: a key a sender puts inside an event is stripped before the event is
 kept in the outbox, the dead letters or the preview samples, and the admin API never shows it."""
 import orjson
-import requests
 
 from conftest import WRITE_KEY, track
 from destination.app import create_app

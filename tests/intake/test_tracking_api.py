@@ -14,7 +14,7 @@ import pytest
 from conftest import DATA, WRITE_KEY, track
 from destination.app import create_app
 from destination.intake.parse import Envelope, expand
-from destination.intake.pipeline import BATCH_PATHS, SINGLE_PATHS, WEBHOOK_PATHS
+from destination.intake.pipeline import BATCH_PATHS, SINGLE_PATHS
 
 AUTH = (WRITE_KEY, "")
 VECTORS = json.loads((DATA / "signatures.json").read_text())

@@ -10,7 +10,7 @@ from conftest import ROOT
 from destination.errors import ConfigError, EventRefused
 from destination.mapping.mapping_set import compile_mapping_set, compile_path, load_mapping_set, map_event
 
-DEFAULT = load_mapping_set(ROOT / "mappings" / "default.json")
+DEFAULT = load_mapping_set(ROOT / "destination" / "mappings" / "default.json")
 
 
 def test_default_mapping_reads_the_segment_fields():
@@ -84,7 +84,7 @@ def test_a_dotted_single_value_lookup_agrees_with_jsonpath_ng(document, keys):
 
 
 def test_shipped_mapping_files_are_valid():
-    for path in (ROOT / "mappings").glob("*.json"):
+    for path in (ROOT / "destination" / "mappings").glob("*.json"):
         assert load_mapping_set(path).mappings
 
 
@@ -108,7 +108,7 @@ def test_invalid_mapping_file_names_the_file(tmp_path):
 def test_every_problem_comes_back_at_once_schema_and_paths_alike_as_the_readme_shows():
     """The README's three-error example: a bad JSONPath is reported beside two shape errors, not
     only once they are fixed."""
-    base = json.loads((ROOT / "mappings" / "default.json").read_text())["mappings"][0]
+    base = json.loads((ROOT / "destination" / "mappings" / "default.json").read_text())["mappings"][0]
     first = json.loads(json.dumps(base))
     first["fields"]["customer_id"] = {"path": "$.user["}
     first["fields"]["timestamp"] = {"path": "$.timestamp", "transforms": ["rfc3339", "iso8601"]}

@@ -240,7 +240,7 @@ def test_a_disabled_mapping_does_nothing():
 
 # -- one event, several mappings -----------------------------------------------------------------------
 
-LLM = load_mapping_set(ROOT / "mappings" / "llm_tokens.json")
+LLM = load_mapping_set(ROOT / "destination" / "mappings" / "llm_tokens.json")
 
 
 def test_one_llm_call_gives_two_usage_events_with_distinct_stable_transaction_ids():
@@ -273,7 +273,7 @@ def llm_service(settings, queue, clock, sandbox):
     from conftest import LiveService
     from destination.app import create_app
 
-    settings = settings.replace(mappings_path=str(ROOT / "mappings" / "llm_tokens.json"))
+    settings = settings.replace(mappings_path=str(ROOT / "destination" / "mappings" / "llm_tokens.json"))
     live = LiveService(create_app(settings, queue=queue, clock=clock), settings, queue, clock).start()
     yield live
     live.close()

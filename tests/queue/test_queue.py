@@ -206,7 +206,7 @@ def test_processes_starting_together_seed_the_mappings_once(open_store, tmp_path
     from conftest import ROOT
     from destination.mapping.versions import MappingStore
 
-    stores = [MappingStore(open_store(), ROOT / "mappings" / "default.json") for _ in range(8)]
+    stores = [MappingStore(open_store(), ROOT / "destination" / "mappings" / "default.json") for _ in range(8)]
     start = threading.Barrier(8)
 
     def seed(store):

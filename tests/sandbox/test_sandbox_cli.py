@@ -29,7 +29,7 @@ def cli(*args, env=None, timeout=30):
 def listening(url: str) -> bool:
     try:
         return requests.get(url, timeout=1).status_code < 500
-    except requests.ConnectionError:
+    except requests.RequestException:  # refused, or accepted by a process still booting
         return False
 
 

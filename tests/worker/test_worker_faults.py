@@ -274,7 +274,7 @@ def _serve_process(settings, sandbox, port: int, log_path):
 def _listening(port: int) -> bool:
     try:
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
-    except requests.ConnectionError:
+    except requests.RequestException:  # refused, or accepted by a process still booting
         return False
 
 
