@@ -94,7 +94,7 @@ def test_serve_with_sandbox_receives_and_delivers_in_one_process(tmp_path):
 def test_the_readme_settings_table_matches_the_code():
     from destination.config import markdown_table
 
-    assert markdown_table() in (ROOT / "README.md").read_text(), "regenerate with destination.config.markdown_table()"
+    assert markdown_table() in (ROOT / "docs" / "settings.md").read_text(), "regenerate with destination.config.markdown_table()"
 
 
 def _bare_env(tmp_path) -> dict:

@@ -106,7 +106,7 @@ def test_invalid_mapping_file_names_the_file(tmp_path):
 
 
 def test_every_problem_comes_back_at_once_schema_and_paths_alike_as_the_readme_shows():
-    """The README's three-error example: a bad JSONPath is reported beside two shape errors, not
+    """The three-error example in docs/mappings.md: a bad JSONPath is reported beside two shape errors, not
     only once they are fixed."""
     base = json.loads((ROOT / "destination" / "mappings" / "default.json").read_text())["mappings"][0]
     first = json.loads(json.dumps(base))
@@ -116,7 +116,7 @@ def test_every_problem_comes_back_at_once_schema_and_paths_alike_as_the_readme_s
               "properties": {"from": "$.properties", "include": ["a"], "exclude": ["b"]}}
     with pytest.raises(ConfigError) as refused:
         compile_mapping_set({"mappings": [first, second]}, "v")
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "mappings.md").read_text()
     block = readme[readme.index("/mappings/0/fields/customer_id/path"):]
     expected = block[:block.index("```")].strip().splitlines()
     assert str(refused.value).splitlines() == expected and len(expected) == 3

@@ -291,3 +291,16 @@ def test_sending_the_same_llm_call_again_gives_no_new_usage_at_the_sandbox(llm_s
     assert llm_service.post(calls).json()["accepted"] == 20  # the CDP retries the whole batch
     wait_until(lambda: sandbox.state.duplicates == 40, message="the retry to be deduplicated")
     assert requests.get(sandbox.url + "/sandbox/totals", timeout=5).json() == totals
+
+
+def test_the_segment_metronome_actions_mapping_reproduces_its_defaults():
+    """Segment's Metronome (Actions) destination: messageId, context.groupId, event, timestamp and
+    the properties; here the values become Metronome's exact strings."""
+    segment = load_mapping_set(ROOT / "destination" / "mappings" / "segment_metronome_actions.json")
+    [result] = process_events([EVENT], segment, NOW_MS, Limits()).results
+    assert result["status"] == "accepted"
+    [(_, values)] = map_event(segment, EVENT)
+    assert (values["transaction_id"], values["customer_id"], values["event_type"]) == ("m-1", "org_9", "llm_request")
+    assert values["properties"] == EVENT["properties"]
+    assert map_event(segment, {**EVENT, "type": "identify"}) == []
+
