@@ -18,6 +18,12 @@ from destination.intake.pipeline import ROUTES, receive
 from destination.ops import logs, observe
 
 _PHRASES = {status.value: f"{status.value} {status.phrase}" for status in HTTPStatus}
+# Browser SDKs (analytics.js) post from the customer's pages, another origin. The Tracking API
+# routes allow any origin, as Segment's do: a write key in a page is public by design, and it
+# can only add events. Webhook routes are server to server and get no CORS headers.
+CORS = {"Access-Control-Allow-Origin": "*"}
+PREFLIGHT = {"Access-Control-Allow-Methods": "POST", "Access-Control-Max-Age": "86400",
+             "Access-Control-Allow-Headers": "Content-Type, Authorization, Content-Encoding, X-Retry-Count"}
 
 
 class ReceiveRoutes:
@@ -34,18 +40,22 @@ class ReceiveRoutes:
         request_id = observe.request_id(environ.get("HTTP_X_REQUEST_ID"))
         token = logs.request_id.set(request_id)
         method = environ.get("REQUEST_METHOD", "GET")
+        cors = CORS if route.kind == "tracking" else {}
         try:
-            if method not in route.methods:
+            if method == "OPTIONS" and cors:
+                status, headers, body = 204, PREFLIGHT, b""
+            elif method not in route.methods:
                 raise MethodNotAllowed(valid_methods=route.methods)
-            status, headers = 200, {}
-            body = receive(self.runtime, route, read_body(environ, self.runtime.settings.max_request_bytes),
-                           lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
+            else:
+                status, headers = 200, {}
+                body = receive(self.runtime, route, read_body(environ, self.runtime.settings.max_request_bytes),
+                               lambda name: environ.get("HTTP_" + name.upper().replace("-", "_")))
         except Exception as error:  # noqa: BLE001 - every failure becomes an answer, as in Flask's handler
             status, body, headers = observe.refusal(error)
         try:
             start_response(_PHRASES.get(status, str(status)), [
                 ("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                ("X-Request-Id", request_id), *headers.items()])
+                ("X-Request-Id", request_id), *cors.items(), *headers.items()])
             observe.log_access(method, path, status, started, _declared_length(environ) or 0)
         finally:
             logs.request_id.reset(token)
