@@ -73,6 +73,8 @@ class SQLiteQueue(SQLQueue):
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
+            if self._closed:  # a thread still running after close must not open the file again
+                raise sqlite3.ProgrammingError("the SQLite store is closed")
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
             db.execute("PRAGMA journal_mode=WAL")
             # FULL makes each commit durable against power loss, which is what our 200 promises.
@@ -193,7 +195,9 @@ class SQLiteQueue(SQLQueue):
         pid, thread = self._checkpointer or (None, None)
         if thread is not None and pid == os.getpid():
             thread.join(10)
-        with self._lock:
+        # No write may be mid-commit on a connection closed under it (sqlite3 would crash the
+        # process), so closing waits for this process's writer's turn.
+        with self._write_lock, self._lock:
             for db in self._all:
                 db.close()
             self._all.clear()

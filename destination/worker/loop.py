@@ -21,6 +21,7 @@ from destination.worker import batch as batching
 from destination.worker.retry import DeadLetter, Delivered, Halt, RetryLater, RetryPolicy, Split, decide
 
 log = logging.getLogger("destination.worker")
+BILLING_STOP_S = 10  # how long stopping waits for the billing thread's step (a Metronome read) to end
 
 PAUSED_UNTIL = "paused_until_ms"
 PRUNE_EVERY_S = 600
@@ -62,8 +63,17 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Deliver until `stop` is set; the batch in flight finishes, the rest of the claim goes back."""
+        billing = None
         if self.billing is not None:  # Metronome's read API is slow and rate-limited: never on the send path
-            threading.Thread(target=self.billing.run, args=(stop,), name="billing-catalog", daemon=True).start()
+            billing = threading.Thread(target=self.billing.run, args=(stop,), name="billing-catalog", daemon=True)
+            billing.start()
+        try:
+            self._deliver_until(stop)
+        finally:
+            if billing is not None:  # it must not outlive delivery: the store may be closed next
+                billing.join(BILLING_STOP_S)
+
+    def _deliver_until(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
                 self._prune_log()

@@ -155,9 +155,11 @@ def test_a_save_that_changes_the_transaction_id_rule_asks_the_admin_first(browse
     alert = page.wait.until(lambda driver: _alert(driver), "the page to ask")
     assert "builds its transaction_id" in alert.text and "'track events as usage'" in alert.text
     alert.dismiss()
+    page.wait.until(lambda driver: not _alert(driver), "the dialog to close")  # the page answers nothing while it is open
     page.until_text("save-status", "not saved: the transaction_id rule was kept")
     page.el("save").click()
     page.wait.until(lambda driver: _alert(driver), "the page to ask again").accept()
+    page.wait.until(lambda driver: not _alert(driver), "the dialog to close")
     page.until_text("save-status", "saved as v2")
     live_doc = requests.get(live.url + "/admin/mappings", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=5).json()
     assert live_doc["document"]["mappings"][0]["fields"]["transaction_id"] == {"hash": ["$.userId", "$.timestamp"]}
