@@ -81,24 +81,40 @@ class BufferingThreadWorker(ThreadWorker):
             return super().enqueue_req(conn)  # the last request's parser already read this one's bytes
         conn.sock.raw.setblocking(False)
         conn.read_by = time.monotonic() + self.read_timeout_s
+        # Most requests (a kept-alive connection that just turned readable, or a small body) are
+        # whole already: read now, and wait on the event loop only for the rest.
+        if not self._read_available(conn):
+            self._wait_for_more(conn)
+
+    def _wait_for_more(self, conn) -> None:
         self.reading.append(conn)
         self.poller.register(conn.sock.raw, selectors.EVENT_READ, partial(self._on_request_bytes, conn))
 
     def _on_request_bytes(self, conn, _fileobj) -> None:
+        self.poller.unregister(conn.sock.raw)  # before anything may close the socket
+        self.reading.remove(conn)
+        if not self._read_available(conn):
+            self._wait_for_more(conn)
+
+    def _read_available(self, conn) -> bool:
+        """Read what has arrived. True once the connection is done here: its request is whole and
+        a thread has it, or the client went away (closed). False while more is to come."""
         try:
             chunk = conn.sock.raw.recv(65536)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             chunk = b""
         if not chunk:  # the client went away before its request was whole
-            return self._drop(conn)
+            self.nr_conns -= 1
+            conn.close()
+            return True
         conn.sock.prefix += chunk
-        if request_complete(conn.sock.prefix, self.max_body):
-            self.poller.unregister(conn.sock.raw)
-            self.reading.remove(conn)
-            conn.data_ready = True  # the thread must not wait for the socket: the bytes are in hand
-            super().enqueue_req(conn)
+        if not request_complete(conn.sock.prefix, self.max_body):
+            return False
+        conn.data_ready = True  # the thread must not wait for the socket: the bytes are in hand
+        super().enqueue_req(conn)
+        return True
 
     def _drop(self, conn, answer: bytes = b"") -> None:
         self.poller.unregister(conn.sock.raw)

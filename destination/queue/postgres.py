@@ -9,6 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from functools import lru_cache
 
+import psycopg
 from psycopg_pool import ConnectionPool
 
 from destination.queue import migrations
@@ -38,6 +39,17 @@ class PostgresQueue(SQLQueue):
         except BaseException:
             self.pool.close()
             raise
+
+    def ping(self) -> None:
+        """After a server restart the pool still holds connections that broke with it, and each
+        would fail one request before being dropped. When a ping fails, the pool checks every
+        idle connection and drops the broken ones, and the ping is tried once more: /readyz is
+        ready at the first call after the server is back."""
+        try:
+            super().ping()
+        except psycopg.OperationalError:
+            self.pool.check()
+            super().ping()
 
     def migrate(self) -> int:
         with self._write() as db:
