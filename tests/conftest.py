@@ -6,6 +6,7 @@ import os
 import threading
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import quote
@@ -201,6 +202,17 @@ class LiveService:
         self.server.shutdown()
         self.server.server_close()
         self.session.close()
+
+
+@contextmanager
+def live_service(settings, queue, clock, **changes):
+    """A LiveService of the app with these settings changed, closed when the block ends."""
+    settings = settings.replace(**changes)
+    service = LiveService(create_app(settings, queue=queue, clock=clock), settings, queue, clock).start()
+    try:
+        yield service
+    finally:
+        service.close()
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ import pytest
 import requests
 
 from browser import Page, screenshot
-from conftest import BIG, LONG, ROOT, LiveService, wait_until, with_numbers
-from destination.app import create_app
+from conftest import BIG, LONG, ROOT, live_service, wait_until, with_numbers
 
 ADMIN = "page-admin-token"
 MAPPING = json.loads((ROOT / "destination" / "mappings" / "default.json").read_text())["mappings"][0]
@@ -18,10 +17,8 @@ MAPPING = json.loads((ROOT / "destination" / "mappings" / "default.json").read_t
 
 @pytest.fixture
 def live(settings, queue, clock, sandbox):
-    settings = settings.replace(admin_tokens={ADMIN: "alice"})
-    service = LiveService(create_app(settings, queue=queue, clock=clock), settings, queue, clock).start()
-    yield service
-    service.close()
+    with live_service(settings, queue, clock, admin_tokens={ADMIN: "alice"}) as service:
+        yield service
 
 
 def group_only(message_id: str, when: str) -> dict:

@@ -10,8 +10,7 @@ import threading
 import pytest
 import requests
 
-from conftest import ROOT, LiveService, wait_until
-from destination.app import create_app
+from conftest import ROOT, live_service, wait_until
 
 BUNDLE = ROOT / "tests" / "node" / "node_modules" / "@segment" / "analytics-next" / "dist" / "umd" / "index.js"
 WRITE_KEY = "browser-write-key"
@@ -44,10 +43,8 @@ def page_server(tmp_path):
 
 @pytest.fixture
 def live(settings, queue, clock, sandbox):
-    settings = settings.replace(write_keys={WRITE_KEY: "browser"})
-    service = LiveService(create_app(settings, queue=queue, clock=clock), settings, queue, clock).start()
-    yield service
-    service.close()
+    with live_service(settings, queue, clock, write_keys={WRITE_KEY: "browser"}) as service:
+        yield service
 
 
 def test_the_tracking_routes_answer_a_browser_preflight(live):

@@ -7,8 +7,7 @@ import json
 import pytest
 import requests
 
-from conftest import DATA, LiveService, wait_until
-from destination.app import create_app
+from conftest import DATA, live_service, wait_until
 
 VECTORS = json.loads((DATA / "signatures.json").read_text())
 SECRET = VECTORS["secret"]
@@ -17,10 +16,8 @@ CASES = {case["name"]: case for case in VECTORS["cases"]}
 
 @pytest.fixture
 def hooks(settings, queue, clock, sandbox):
-    settings = settings.replace(webhook_secrets={SECRET: "cdp"})
-    live = LiveService(create_app(settings, queue=queue, clock=clock), settings, queue, clock).start()
-    yield live
-    live.close()
+    with live_service(settings, queue, clock, webhook_secrets={SECRET: "cdp"}) as service:
+        yield service
 
 
 def _delivered(sandbox, ids: list[str]) -> dict:
