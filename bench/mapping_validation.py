@@ -103,7 +103,7 @@ def billing_check_cost(bodies: list, events: int, runs: int, now_s: float) -> di
     off and with it on, one right after the other (which goes first alternates), so the machine's
     drift, which on a shared VM swings a run by a third, falls on both halves of each pair."""
     mapping_set = load_mapping_set(ROOT / "destination" / "mappings" / "default.json")
-    check = BillingCheck("warn", StaticCatalog(), 256)
+    check = BillingCheck("warn", StaticCatalog())
     spent: dict = {"off": [], "warn": []}
     for run in range(runs):
         for index, body in enumerate(bodies):

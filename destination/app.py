@@ -78,7 +78,7 @@ def create_app(settings: Settings, queue: Queue | None = None, clock: Callable[[
         log.exception("could not read the stored mappings at startup; will retry")
     billing = None
     if settings.billing_check != "OFF":
-        billing = BillingCheck(settings.billing_check.lower(), CatalogCache(queue, clock), settings.max_property_value_bytes)
+        billing = BillingCheck(settings.billing_check.lower(), CatalogCache(queue, clock))
     runtime = Runtime(settings, queue, mappings, clock, billing=billing)
     app.extensions["destination"] = runtime
 

@@ -210,7 +210,7 @@ def billing_problems():
     examples, current = [], {}
     for example in found["examples"]:
         event = exact.loads(example.pop("payload"))
-        now_judged = verdict(event, catalog_now, runtime.settings.max_property_value_bytes)
+        now_judged = verdict(event, catalog_now)
         still = any(p.code == example["reason"] for p in now_judged.problems)
         current[(example["reason"], example["event_type"])] = still
         examples.append({**example, "event": event, "current": still, "now": now_judged.as_json()})
@@ -469,7 +469,7 @@ def _preview_billing(runtime):
     """The preview judges what each usage event bills, but never sets one aside: nothing is stored."""
     if runtime.billing is None:
         return None
-    return BillingCheck("warn", runtime.billing.cache, runtime.billing.max_property_bytes, detail=True)
+    return BillingCheck("warn", runtime.billing.cache, detail=True)
 
 
 def _fresh_billing(runtime):

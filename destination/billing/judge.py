@@ -2,8 +2,7 @@
 
 `off` checks nothing. `warn` delivers every event and reports each verdict in the 200 answer and
 in /metrics. `hold` also sets aside, as a dead letter at stage `billing`, an event whose usage
-would be lost for good (no metric, a missing or non-numeric aggregation property, a value too
-long), so a replay after the fix sends it with its original transaction_id. An unknown customer
+would be lost for good (no metric, a missing or non-numeric aggregation property), so a replay after the fix sends it with its original transaction_id. An unknown customer
 is only a warning even then: Metronome matches an alias added later to events already sent.
 
 Never blocking: the verdict reads the catalog this process already holds (re-read from the store
@@ -31,8 +30,8 @@ class Held(EventRefused):
 
 
 class BillingCheck:
-    def __init__(self, mode: str, cache: CatalogCache, max_property_bytes: int, detail: bool = False):
-        self.mode, self.cache, self.max_property_bytes = mode, cache, max_property_bytes
+    def __init__(self, mode: str, cache: CatalogCache, detail: bool = False):
+        self.mode, self.cache = mode, cache
         self.hold = mode == "hold"
         self.detail = detail  # the admin preview shows what each metric gets; the accept path stays short
 
@@ -73,10 +72,8 @@ class Judging:
         self.clean = _unsure if catalog is None or check.detail else catalog.clean_test
 
     def judge(self, usage_event: dict) -> Verdict:
-        return verdict(usage_event, self.catalog, self.check.max_property_bytes)
+        return verdict(usage_event, self.catalog)
 
     def answers(self, verdicts: list) -> list:
         """What the answer body says of one event's usage events."""
-        if verdicts == ONE_CLEAN:
-            return CLEAN_ANSWER
         return [judged.as_json() if self.check.detail else judged.answer() for judged in verdicts]

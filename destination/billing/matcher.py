@@ -18,8 +18,7 @@ NUMERIC = frozenset({"SUM", "MAX", "LATEST"})  # aggregations that read their pr
 # Problems that lose the usage for good; `hold` sets such events aside. The others may resolve
 # by themselves (an alias added later matches events already sent).
 BILLS = {"bills": True}  # the accept path's answer for a clean verdict: one shared object
-LOSES_USAGE = frozenset({"no_billable_metric", "missing_aggregation_property", "aggregation_value_not_numeric",
-                         "property_value_too_long"})
+LOSES_USAGE = frozenset({"no_billable_metric", "missing_aggregation_property", "aggregation_value_not_numeric"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,18 +155,13 @@ def clean_test(plans: dict, customers: dict):
     return test
 
 
-def verdict(event: dict, catalog: Catalog | None, max_property_bytes: int) -> Verdict:
-    """What this usage event (as Metronome receives it) will bill, and every reason it will not."""
+def verdict(event: dict, catalog: Catalog | None) -> Verdict:
+    """What this usage event (as Metronome receives it) will bill, and every reason it will not.
+
+    The event has passed validation, which refuses a property value Metronome would refuse
+    (`property_value_too_long`, payload/validate.py), so lengths are not measured again here."""
     properties = event.get("properties") or {}
     out = Verdict(properties)
-    # A character is at most 4 bytes of UTF-8, so only a value this long can be too long: one
-    # C-level pass over the lengths spares a Python loop over every property of every event.
-    if properties and max(map(len, properties.values())) * 4 > max_property_bytes:
-        for key, value in properties.items():
-            if len(value.encode()) > max_property_bytes:
-                out.problems.append(Problem("property_value_too_long", f"property {key!r} is {len(value.encode())} "
-                                            f"bytes; Metronome refuses a batch holding a value over {max_property_bytes} "
-                                            "bytes. Exclude it in the mapping, or cut it with a transform"))
     if catalog is None:
         out.problems.append(Problem("catalog_unavailable", "the billing catalog could not be read from Metronome yet, "
                                     "so this event was not checked"))

@@ -28,10 +28,10 @@ RECENT_KEPT = 50
 
 
 class Verifier:
-    def __init__(self, queue, client, catalog_cache, clock, sample: int, interval_s: float, max_property_bytes: int,
+    def __init__(self, queue, client, catalog_cache, clock, sample: int, interval_s: float,
                  rng: random.Random | None = None):
         self.queue, self.client, self.cache, self.clock = queue, client, catalog_cache, clock
-        self.sample, self.interval_s, self.max_property_bytes = sample, interval_s, max_property_bytes
+        self.sample, self.interval_s = sample, interval_s
         self.rng = rng or random.Random()
         self._lock = threading.Lock()
         self._candidates: list[tuple[int, str, bytes]] = []  # (delivered at ms, transaction_id, payload)
@@ -71,7 +71,7 @@ class Verifier:
         except MetronomeUnavailable as exc:
             log.warning("billing verification: events search failed: %s", exc)
             return None
-        return self._record([compare(orjson.loads(payload), found.get(tid), self.cache.get(), self.max_property_bytes)
+        return self._record([compare(orjson.loads(payload), found.get(tid), self.cache.get())
                              for _, tid, payload in chosen], now_ms)
 
     def _record(self, results: list[dict], now_ms: int) -> dict:
@@ -85,9 +85,9 @@ class Verifier:
         return stored
 
 
-def compare(event: dict, searched: dict | None, catalog, max_property_bytes: int) -> dict:
+def compare(event: dict, searched: dict | None, catalog) -> dict:
     """One delivered event: what Metronome's search says it matched, against what the catalog predicts."""
-    predicted = sorted(m.id for m, _ in verdict(event, catalog, max_property_bytes).bills)
+    predicted = sorted(m.id for m, _ in verdict(event, catalog).bills)
     if searched is None:
         result, metrics = "not_found", []
     else:

@@ -27,7 +27,7 @@ def build_worker(settings, queue, clock=None) -> Worker:
                               settings.billing_customer_lookups_per_minute, settings.billing_customer_hit_seconds,
                               settings.billing_customer_miss_seconds)
         verifier = Verifier(queue, client, CatalogCache(queue, clock), clock, settings.billing_verify_sample,
-                            settings.billing_verify_interval_seconds, settings.max_property_value_bytes)
+                            settings.billing_verify_interval_seconds)
         kwargs["billing"] = Background(refresher, verifier)
     return Worker(queue, sender, policy=policy, lease_s=settings.lease_seconds, claim_size=settings.claim_size,
                   sends_in_flight=settings.sends_in_flight,

@@ -27,12 +27,12 @@ MATCHED = {"matched_customer": {"id": "c"}, "matched_billable_metrics": [{"id": 
     (GOOD, MATCHED, None, "matched", True),  # no catalog: nothing to compare
 ])
 def test_a_search_answer_against_the_catalogs_prediction(event, searched, catalog, result, agrees):
-    checked = compare(event, searched, catalog, 256)
+    checked = compare(event, searched, catalog)
     assert (checked["result"], checked["agrees"]) == (result, agrees)
 
 
 def test_the_sample_stays_bounded_whatever_the_rate():
-    verifier = Verifier(None, None, None, lambda: 0.0, sample=10, interval_s=60, max_property_bytes=256,
+    verifier = Verifier(None, None, None, lambda: 0.0, sample=10, interval_s=60,
                         rng=random.Random(3))
     for batch in range(100):
         verifier.delivered([SimpleNamespace(transaction_id=f"t{batch}-{i}", payload=b"{}") for i in range(100)], 0)
