@@ -21,6 +21,7 @@ from destination.mapping.mapping_set import MappingSet, map_event
 from destination.ops import metrics
 from destination.payload import exact
 from destination.payload.validate import Limits, build_usage_event
+from destination.queue import tally as tallies
 from destination.queue.outbox import BillingProblem, DeadLetter, QueuedEvent
 
 log = logging.getLogger("destination.receive")
@@ -58,6 +59,10 @@ class Processed:
     samples: list = field(default_factory=list)  # a few raw events, kept for mapping previews
     problems: list = field(default_factory=list)  # BillingProblem per problem the billing check found
 
+    def tally(self, via: str):
+        """What the Delivery view counts of these events, stored with them."""
+        return tallies.accepted(self.counts, [d.code for d in self.dead_letters], via)
+
 
 def process_events(events: list, mapping_set: MappingSet, now_ms: int, limits: Limits,
                    source: str | None = None, billing: BillingCheck | None = None, secrets: tuple = ()) -> Processed:
@@ -89,10 +94,11 @@ def process_events(events: list, mapping_set: MappingSet, now_ms: int, limits: L
             result["billing"] = CLEAN_ANSWER if verdicts == ONE_CLEAN else judging.answers(verdicts)
         if refusals:
             result["errors"] = [{"mapping": name, "code": r.code, "message": r.message} for name, r in refusals]
+            found = _found_by(event)
             out.dead_letters.extend(
                 DeadLetter(raw, r.code, f"{name}: {r.message}" if name else r.message, mapping_set.version,
                            getattr(r, "stage", "receive"), getattr(r, "transaction_id", None),
-                           getattr(r, "payload", None), source=source)
+                           getattr(r, "payload", None), source, *found)
                 for name, r in refusals
             )
         out.results.append(result)
@@ -155,6 +161,14 @@ def _without_credentials(event, secrets: tuple) -> tuple:
     return event, raw
 
 
+def _found_by(event) -> tuple:
+    """The messageId and the customer (userId, else anonymousId) a refused event is searched by."""
+    if not isinstance(event, dict):
+        return None, None
+    customer = event.get("userId") or event.get("anonymousId")
+    return _searchable(event.get("messageId")), _searchable(customer if isinstance(customer, str) else None)
+
+
 def _searchable(message_id) -> str | None:
     """The messageId the delivery log is searched by, when it is text a database can hold."""
     return message_id if isinstance(message_id, str) and "\x00" not in message_id else None
@@ -206,7 +220,8 @@ def receive(runtime, route: Route, body: bytes, header: Callable[[str], str | No
     processed = process_events(events, mapping_set, now_ms, runtime.limits, source, runtime.billing, runtime.secrets)
     samples = processed.samples if runtime.sampler.take(now_ms) else ()
     with _store_unavailable_is_503(f"store {len(processed.rows)} events"):
-        runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, samples, source, processed.problems)
+        runtime.queue.enqueue(processed.rows, processed.dead_letters, now_ms, samples, source, processed.problems,
+                              processed.tally("http"))
     metrics.record_received(source, processed.counts, [d.code for d in processed.dead_letters])
     if processed.problems:
         metrics.record_unbillable([(p.reason, p.event_type) for p in processed.problems])

@@ -35,6 +35,7 @@ REQUESTS_REFUSED = Counter("destination_requests_refused", "Whole requests refus
 DEAD_LETTERED = Counter("destination_events_dead_lettered", "Usage events moved to the dead-letter store, by stage and reason.", ["stage", "reason"])
 DELIVERED = Counter("destination_events_delivered", "Usage events Metronome accepted.")
 RETRIES = Counter("destination_delivery_retries", "Batches put back for a later retry, by Metronome status.", ["status"])
+EVENTS_RETRIED = Counter("destination_events_retried", "Usage events put back for a later retry, by Metronome status.", ["status"])
 RESPONSES = Counter("destination_metronome_responses", "Answers from Metronome's /v1/ingest, by status.", ["status"])
 LATENCY = Histogram("destination_delivery_latency_seconds", "From receipt to Metronome's 200, per usage event.",
                     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))

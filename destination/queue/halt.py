@@ -9,6 +9,7 @@ from __future__ import annotations
 import orjson
 
 HALT = "halt"  # the state key
+PAUSED_UNTIL = "paused_until_ms"  # no process sends before this time (a 429's Retry-After, a halt's next probe)
 
 
 def halt_state(queue) -> dict | None:

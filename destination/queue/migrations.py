@@ -181,6 +181,43 @@ _BILLING_CUSTOMER_LOOKUPS = """
     )
 """
 
+# The admin page's Delivery view. Counts per minute of what happened to events (received,
+# accepted, filtered, refused, delivered, retried, dead-lettered, each with its reason), written
+# in the transaction that made them happen, so the chart is right for the whole deployment and
+# never counts an event that was not stored. Postgres writers upsert a row of their own (`shard`,
+# from the thread), so concurrent requests never queue on one counter's row lock. The journey of
+# one event: each logged attempt says when it was received and by which mapping version, and a
+# dead letter can be found by messageId. And the file imports, with how far each got.
+_DELIVERY_VIEW = """
+    CREATE TABLE delivery_counts (
+        minute_ms {int} NOT NULL,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        shard INTEGER NOT NULL,
+        count {int} NOT NULL,
+        PRIMARY KEY (minute_ms, kind, reason, shard)
+    );
+    ALTER TABLE delivery_log ADD COLUMN received_at_ms {int};
+    ALTER TABLE delivery_log ADD COLUMN mapping_version TEXT;
+    ALTER TABLE dead_letters ADD COLUMN message_id TEXT;
+    ALTER TABLE dead_letters ADD COLUMN customer_id TEXT;
+    CREATE INDEX dead_letters_message ON dead_letters (message_id);
+    CREATE INDEX dead_letters_transaction ON dead_letters (transaction_id);
+    CREATE INDEX dead_letters_customer ON dead_letters (customer_id);
+    CREATE TABLE imports (
+        id {id},
+        name TEXT NOT NULL,
+        fingerprint TEXT,
+        who TEXT NOT NULL,
+        started_ms {int} NOT NULL,
+        updated_ms {int} NOT NULL,
+        status TEXT NOT NULL,
+        position {int} NOT NULL,
+        counts TEXT NOT NULL
+    );
+    CREATE INDEX imports_fingerprint ON imports (fingerprint)
+"""
+
 SQLITE = [
     _SQLITE_OUTBOX.format(name="outbox", unique=" UNIQUE", later_columns="") + """;
     CREATE INDEX outbox_ready ON outbox (available_at_ms, id);
@@ -200,6 +237,7 @@ SQLITE = [
     _CUSTOMER_LOOKUP_BY_BLOCK,
     _BILLING_PROBLEMS.format(**_SQLITE_TYPES),
     _BILLING_CUSTOMER_LOOKUPS.format(**_SQLITE_TYPES),
+    _DELIVERY_VIEW.format(**_SQLITE_TYPES),
 ]
 
 POSTGRES = [
@@ -231,6 +269,7 @@ POSTGRES = [
     _CUSTOMER_LOOKUP_BY_BLOCK,
     _BILLING_PROBLEMS.format(**_POSTGRES_TYPES),
     _BILLING_CUSTOMER_LOOKUPS.format(**_POSTGRES_TYPES),
+    _DELIVERY_VIEW.format(**_POSTGRES_TYPES),
 ]
 
 STEPS = {"sqlite": SQLITE, "postgres": POSTGRES}

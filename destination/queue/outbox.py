@@ -40,6 +40,8 @@ class DeadLetter:
     transaction_id: str | None = None
     payload: bytes | None = None
     source: str | None = None
+    message_id: str | None = None  # so the Delivery view finds an event's fate by messageId or customer
+    customer_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +84,11 @@ class Claim:
 
 class Queue(Protocol):
     def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int,
-                samples: tuple = (), source: str | None = None, problems: tuple = ()) -> int:
-        """Store accepted events, refusals, preview samples and billing problems atomically; return
-        how many events were stored."""
+                samples: tuple = (), source: str | None = None, problems: tuple = (), tally=None,
+                checkpoint: tuple | None = None) -> int:
+        """Store accepted events, refusals, preview samples and billing problems atomically, with
+        the Delivery view's `tally` of them and an import's `checkpoint` (id, position, counts
+        JSON); return how many events were stored."""
 
     def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
         """Lease up to `limit` ready events to one owner, oldest first."""

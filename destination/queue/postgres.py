@@ -27,6 +27,7 @@ class PostgresQueue(SQLQueue):
     # Serializes mapping saves across processes (released at commit), so "save only if v3 is
     # still the newest" is one atomic step even under READ COMMITTED.
     mapping_lock = "SELECT pg_advisory_xact_lock(4242001)"
+    tally_shards = 64  # each writer thread its own counter rows: see migrations._DELIVERY_VIEW
 
     def __init__(self, url: str, pool_size: int = 10, delivery_log: bool = True, migrate: bool = True,
                  pool_timeout_s: float = POOL_WAIT_S):
@@ -106,7 +107,7 @@ class PostgresQueue(SQLQueue):
         ids, statuses, answers, at_ms = (list(column) for column in zip(*notes))
         db.conn.execute(
             f"INSERT INTO delivery_log ({LOG_COLUMNS}) SELECT o.transaction_id, o.message_id, o.customer_id, %s,"
-            " n.status, n.answer, o.payload, o.attempts + 1, n.at_ms"
+            " n.status, n.answer, o.payload, o.attempts + 1, n.at_ms, o.received_at_ms, o.mapping_version"
             " FROM unnest(%b::bigint[], %s::int[], %b::text[], %b::bigint[]) AS n(id, status, answer, at_ms)"
             " JOIN leases AS l ON l.id = n.id JOIN outbox AS o ON o.id = l.id WHERE l.owner = %s",
             [outcome, ids, statuses, answers, at_ms, owner])

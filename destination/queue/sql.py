@@ -9,21 +9,26 @@ from __future__ import annotations
 import dataclasses
 import logging
 import secrets
+import threading
 import time
+from collections import Counter
 from contextlib import AbstractContextManager
 
+from destination.queue import tally as tallies
 from destination.queue.group_commit import GroupCommit
 from destination.queue.migrations import LOG_BLOCK_ROWS
 from destination.queue.outbox import Claim, ClaimedEvent, DeadLetter, DeliveryNote, QueuedEvent
 from destination.queue.owners import new_owner, owner_is_dead
+from destination.queue.records import Records
 
 log = logging.getLogger("destination.queue")
 
 DEAD_LETTER_COLUMNS = (
     "transaction_id, raw, payload, code, reason, mapping_version, stage, received_at_ms, dead_lettered_at_ms, attempts,"
-    " source"
+    " source, message_id, customer_id"
 )
-LOG_COLUMNS = "transaction_id, message_id, customer_id, outcome, status, answer, payload, attempt, at_ms"
+LOG_COLUMNS = ("transaction_id, message_id, customer_id, outcome, status, answer, payload, attempt, at_ms, received_at_ms,"
+               " mapping_version")
 # An outbox row as `_outbox_rows` lays it out, for both backends' `_insert_events`.
 OUTBOX_INSERT_COLUMNS = ("transaction_id", "payload", "raw", "mapping_version", "timestamp_ms", "received_at_ms",
                          "available_at_ms", "message_id", "customer_id", "source")
@@ -42,7 +47,7 @@ PROBE_KEY, PROBE_BYTES, PROBE_MAX_BYTES = "write-probe", 8192, 4 * 2**20  # writ
 OWNER_CHECK_S = 1.0  # how often a claimer looks for claims left by dead processes
 
 
-class SQLQueue:
+class SQLQueue(Records):
     backend = "sql"
     ids_sql = ""  # how `id` is matched against one list parameter
     # Keep the newest RECENT_EVENTS_KEPT samples. Rows another transaction is deleting are left to
@@ -50,6 +55,7 @@ class SQLQueue:
     prune_recent_sql = "DELETE FROM recent_events WHERE id <= (SELECT max(id) FROM recent_events) - ?"
     group_commits = False
     mapping_lock = ""  # run first in a mapping save; SQLite's BEGIN IMMEDIATE already serializes writers
+    tally_shards = 1  # rows per counter and minute (migrations._DELIVERY_VIEW); SQLite has one writer anyway
 
     def __init__(self, delivery_log: bool = True):
         self.delivery_log = delivery_log
@@ -88,14 +94,26 @@ class SQLQueue:
 
     # -- the Queue protocol ------------------------------------------------------------------
     def enqueue(self, events: list[QueuedEvent], dead_letters: list[DeadLetter], now_ms: int,
-                samples: tuple = (), source: str | None = None, problems: tuple = ()) -> int:
+                samples: tuple = (), source: str | None = None, problems: tuple = (), tally=None,
+                checkpoint: tuple | None = None) -> int:
         rows = _outbox_rows(events, now_ms)
+
+        def store(db) -> int:
+            stored = self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems)
+            if tally:
+                self._tally(db, tally, now_ms)
+            if checkpoint is not None:  # an import's progress commits with the events it covers
+                import_id, position, counts = checkpoint
+                db.execute("UPDATE imports SET position = ?, counts = ?, updated_ms = ? WHERE id = ?",
+                           (position, counts, now_ms, import_id))
+            return stored
+
         try:
             if self._group is None:
                 with self._write() as db:
-                    stored = self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems)
+                    stored = store(db)
             else:
-                stored = self._group.run(lambda db: self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems))
+                stored = self._group.run(store)
         except Exception:
             # What could not be stored, so /readyz can try a write as large (see write_probe).
             self.failed_write_bytes = sum(len(e.payload) + len(e.raw) for e in events) + sum(len(d.raw) for d in dead_letters)
@@ -108,9 +126,9 @@ class SQLQueue:
             self._insert_events(db, rows)
         if dead_letters:
             db.executemany(
-                f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
+                f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
                 [(d.transaction_id, d.raw, d.payload, d.code, d.reason, d.mapping_version, d.stage, now_ms, now_ms,
-                  d.source) for d in dead_letters],
+                  d.source, d.message_id, d.customer_id) for d in dead_letters],
             )
         if samples:  # a few raw events per request, so an admin can preview mappings on real traffic
             db.executemany("INSERT INTO recent_events (raw, source, received_at_ms) VALUES (?, ?, ?)",
@@ -119,6 +137,13 @@ class SQLQueue:
         if problems:
             self._record_problems(db, problems, now_ms)
         return len(rows)
+
+    def _tally(self, db, tally, now_ms: int) -> None:
+        """Add a tally ({(kind, reason): count}) to this minute's counters, in the caller's transaction."""
+        shard = threading.get_native_id() % self.tally_shards if self.tally_shards > 1 else 0
+        db.executemany("INSERT INTO delivery_counts (minute_ms, kind, reason, shard, count) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT (minute_ms, kind, reason, shard) DO UPDATE SET"
+                       " count = delivery_counts.count + excluded.count", tallies.upsert_rows(tally, now_ms, shard))
 
     def _record_problems(self, db, problems, now_ms: int) -> None:
         """One upsert per (reason, event_type) in the request, however many events share it."""
@@ -206,6 +231,7 @@ class SQLQueue:
             gone = self._end_leases(db, owner, [i for ids, _ in batches for i in ids])
             if gone:
                 db.execute(f"DELETE FROM outbox WHERE id {self.ids_sql}", (self._ids(gone),))
+                self._tally(db, Counter({("delivered", ""): len(gone)}), _noted_at(batches))
             held = set(gone)
             return [sum(1 for i in ids if i in held) for ids, _ in batches]
 
@@ -217,18 +243,24 @@ class SQLQueue:
                 db.execute("UPDATE outbox SET available_at_ms = ?, last_error = ?, attempts = attempts + ?"
                            f" WHERE id {self.ids_sql}",
                            (available_at_ms, error[:MAX_ERROR], 1 if count_attempt else 0, self._ids(held)))
+                if count_attempt and note is not None:  # a failed attempt; a release or a halt is not a retry
+                    self._tally(db, Counter({("retried", tallies.retry_reason(note.status)): len(held)}), note.at_ms)
 
     def dead_letter(self, owner, refusals, now_ms, note=None) -> None:
         with self._write(durable=False) as db:
+            moved: Counter = Counter()
             for event_id, code, reason in refusals:
                 self._log(db, owner, "dead_lettered", [([event_id], note and dataclasses.replace(note, answer=reason))])
                 if self._end_leases(db, owner, [event_id]):
                     db.execute(
                         f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS})"
                         " SELECT transaction_id, raw, payload, ?, ?, mapping_version, 'delivery', received_at_ms, ?, attempts + 1,"
-                        " source FROM outbox WHERE id = ?",
+                        " source, message_id, customer_id FROM outbox WHERE id = ?",
                         (code, reason[:MAX_ANSWER], now_ms, event_id))
                     db.execute("DELETE FROM outbox WHERE id = ?", (event_id,))
+                    moved[("dead_lettered", code)] += 1
+            if moved:
+                self._tally(db, moved, now_ms)
 
     def _release_dead_owners(self, db, now_ms: int) -> None:
         """End the live leases of processes of this host that died holding them (see owners.py),
@@ -346,9 +378,11 @@ class SQLQueue:
         return list(range(low // LOG_BLOCK_ROWS, high // LOG_BLOCK_ROWS + 1)) if low is not None else []
 
     def prune_delivery_log(self, before_ms: int) -> int:
-        """Delete attempts older than `before_ms`. Ids grow with time, so everything below the first
-        newer row goes: a walk over the rows being deleted, with no index on time to keep up."""
+        """Delete attempts older than `before_ms`, and the Delivery view's counters with them. Ids
+        grow with time, so every attempt below the first newer row goes: a walk over the rows being
+        deleted, with no index on time to keep up."""
         with self._write(durable=False) as db:
+            db.execute("DELETE FROM delivery_counts WHERE minute_ms < ?", (before_ms - before_ms % tallies.MINUTE_MS,))
             return db.execute(
                 "DELETE FROM delivery_log WHERE id < coalesce((SELECT id FROM delivery_log WHERE at_ms >= ? ORDER BY id"
                 " LIMIT 1), (SELECT max(id) + 1 FROM delivery_log))", (before_ms,)).rowcount
@@ -431,6 +465,11 @@ def _outbox_rows(events: list[QueuedEvent], now_ms: int) -> list[tuple]:
     """Column values in the order of OUTBOX_INSERT_COLUMNS."""
     return [(e.transaction_id, e.payload, e.raw, e.mapping_version, e.timestamp_ms, now_ms, now_ms,
              e.message_id, e.customer_id, e.source) for e in events]
+
+
+def _noted_at(batches: list[tuple[list[int], DeliveryNote | None]]) -> int:
+    """When an ack's batches were answered: the minute its delivered events are counted in."""
+    return max((note.at_ms for _, note in batches if note), default=int(time.time() * 1000))
 
 
 def _where(conditions: list[tuple[str, str, object]]) -> tuple[str, list]:

@@ -185,7 +185,7 @@ class SQLiteQueue(SQLQueue):
         for ids, note in batches:
             db.execute(
                 f"INSERT INTO delivery_log ({LOG_COLUMNS}) SELECT o.transaction_id, o.message_id, o.customer_id, ?, ?, ?,"
-                " o.payload, o.attempts + 1, ? FROM json_each(?) AS n JOIN leases AS l ON l.id = n.value"
+                " o.payload, o.attempts + 1, ?, o.received_at_ms, o.mapping_version FROM json_each(?) AS n JOIN leases AS l ON l.id = n.value"
                 " JOIN outbox AS o ON o.id = l.id WHERE l.owner = ?",
                 (outcome, note.status, note.answer, note.at_ms, self._ids(ids), owner))
 

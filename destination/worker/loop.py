@@ -15,7 +15,8 @@ from queue import SimpleQueue
 
 from destination.ops import metrics
 from destination.payload.validate import outside_window, window_reason
-from destination.queue.halt import clear_halt, halt_state, set_halt
+from destination.queue.halt import PAUSED_UNTIL, clear_halt, halt_state, set_halt
+from destination.queue.tally import retry_reason
 from destination.queue.outbox import Claim, ClaimedEvent, DeliveryNote, Queue
 from destination.worker import batch as batching
 from destination.worker.retry import DeadLetter, Delivered, Halt, RetryLater, RetryPolicy, Split, decide
@@ -23,7 +24,6 @@ from destination.worker.retry import DeadLetter, Delivered, Halt, RetryLater, Re
 log = logging.getLogger("destination.worker")
 BILLING_STOP_S = 10  # how long stopping waits for the billing thread's step (a Metronome read) to end
 
-PAUSED_UNTIL = "paused_until_ms"
 PRUNE_EVERY_S = 600
 BILLING_PROBLEMS_KEPT_MS = 8 * 86_400_000  # the Billing view shows up to a week
 # Delivered batches are acked together: at the end of each claim, before any other outcome is
@@ -215,7 +215,8 @@ class Worker:
         if isinstance(action, RetryLater):
             until_ms = int((now_s + action.delay_s) * 1000)
             self.queue.retry_later(owner, ids, until_ms, action.reason, note=note)
-            metrics.RETRIES.labels(str(outcome.status or "network_error")).inc()
+            metrics.RETRIES.labels(retry_reason(outcome.status)).inc()
+            metrics.EVENTS_RETRIED.labels(retry_reason(outcome.status)).inc(len(ids))
             self.stats["retries"] += 1
             self.stats[f"retries_{outcome.status or 'network'}"] += 1
             log.warning("retrying %d events in %.2fs: %s", len(ids), action.delay_s, action.reason)
