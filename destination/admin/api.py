@@ -2,7 +2,8 @@
 
 Mappings (whole document or one mapping at a time; every change is a new version), versions,
 rollback and export; a preview that maps pasted or recently received events and sends nothing;
-dead letters: list, filter, inspect, replay and delete; and the delivery log.
+dead letters: list, filter, inspect, replay and delete; the delivery log; and the Delivery view's
+series, queue state and event journeys, and the imports.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import orjson
 from flask import Blueprint, Response, current_app, g, request
 
+from destination.admin import delivery
 from destination.admin.replay import replay
 from destination.billing import catalog, verify
 from destination.billing.client import MetronomeClient, MetronomeUnavailable
@@ -328,6 +330,45 @@ def deliveries():
     for row in rows:
         row["payload"] = orjson.loads(row["payload"])
     return {"deliveries": rows, "count": len(rows)}
+
+
+# -- the Delivery view ---------------------------------------------------------------------------------
+
+@blueprint.get("/delivery")
+def delivery_over_time():
+    """`?window=hour|day|week`: events received, accepted, filtered, refused, delivered, retried and
+    dead-lettered per bucket, with totals and reasons, for the whole deployment."""
+    window = request.args.get("window", "hour")
+    if window not in delivery.WINDOWS:
+        raise BadRequest("window must be hour, day or week", code="invalid_window")
+    runtime = _runtime()
+    return delivery.over_time(runtime.queue, runtime.now_ms(), window)
+
+
+@blueprint.get("/delivery/queue")
+def delivery_queue():
+    """The queue now: depth, oldest pending age, dead letters, halt, pause, and events claimed by workers."""
+    runtime = _runtime()
+    return delivery.queue_now(runtime.queue, runtime.now_ms())
+
+
+@blueprint.get("/delivery/journey")
+def delivery_journey():
+    """One event's fate by `messageId`, `transaction_id` or `customer_id` (exactly one)."""
+    given = [(key, _text(request.args.get(key), key)) for key in delivery.SEARCH_KEYS]
+    given = [(key, value) for key, value in given if value is not None]
+    if len(given) != 1:
+        raise BadRequest("give exactly one of messageId, transaction_id or customer_id", code="invalid_search")
+    return delivery.journey(_runtime().queue, *given[0], limit=_limit())
+
+
+@blueprint.get("/imports")
+def imports():
+    """Past and interrupted `metronome-destination import` runs: file, who, when, how far, counts."""
+    rows = _runtime().queue.list_imports(_limit(default="50"))
+    for row in rows:
+        row["counts"] = orjson.loads(row["counts"])
+    return {"imports": rows}
 
 
 # -- helpers -------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, abort
 blueprint = Blueprint("admin_page", __name__, url_prefix="/admin/ui")
 ASSETS = Path(__file__).resolve().parent / "ui"
 TYPES = {"index.html": "text/html; charset=utf-8", "app.js": "text/javascript; charset=utf-8",
+         "delivery.js": "text/javascript; charset=utf-8",
          "style.css": "text/css; charset=utf-8"}
 HEADERS = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "

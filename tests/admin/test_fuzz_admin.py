@@ -17,7 +17,7 @@ ADMIN = {"Authorization": "Bearer fuzz-admin"}
 NUMBERS = ["0", "1", "2", "-1", "9223372036854775807", "9223372036854775808", "99999999999999999999999", "1e3",
            "1.5", "²", "٣", " 1", "", "0x10", "NaN", "v1", "v2", "v99999999999999999999"]
 QUERY_NAMES = ["limit", "since_ms", "until_ms", "code", "stage", "hours", "comment", "transaction_id", "messageId",
-               "customer_id", "recent"]
+               "customer_id", "recent", "window"]
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70) | st.floats(allow_nan=False)
     | st.text(max_size=12) | st.sampled_from(NUMBERS),
@@ -44,7 +44,8 @@ def admin_requests(draw, routes):
     if "<int" in path:
         head, _, tail = path.partition("<int")
         path = head + draw(st.sampled_from(NUMBERS[:8] + ["-5", "abc"])) + tail.partition(">")[2]
-    query = draw(st.dictionaries(st.sampled_from(QUERY_NAMES), st.sampled_from(NUMBERS) | st.text(max_size=6), max_size=3))
+    query = draw(st.dictionaries(st.sampled_from(QUERY_NAMES), st.sampled_from(NUMBERS + ["hour", "week"]) | st.text(max_size=6),
+                                max_size=3))
     body = draw(st.one_of(st.just(b""), st.binary(max_size=40), JSON_VALUES.map(lambda v: json.dumps(v).encode())))
     return method, path, query, body
 

@@ -93,6 +93,7 @@ function showTab(name) {
   if (name === "versions") loadVersions();
   if (name === "dead-letters") loadDeadLetters();
   if (name === "billing") loadBilling();
+  if (name === "delivery") loadDelivery();  // delivery.js
 }
 
 // -- mappings ---------------------------------------------------------------------------------------
