@@ -38,21 +38,21 @@ class Records:
                                             " ORDER BY id DESC LIMIT ?", (value, limit))}
 
     # -- imports ---------------------------------------------------------------------------------
-    def start_import(self, name: str, fingerprint: str | None, who: str, now_ms: int) -> tuple[int, int]:
-        """The import to continue (its id and the position it reached) if one of the same file was
-        interrupted, else a new one at position 0."""
+    def start_import(self, name: str, fingerprint: str | None, who: str, now_ms: int) -> tuple[int, int, str]:
+        """The import to continue (its id, the position it reached and its counts as JSON) if one
+        of the same file did not finish, else a new one at position 0."""
         with self._write() as db:
             if fingerprint is not None:
-                found = db.execute("SELECT id, position FROM imports WHERE fingerprint = ? AND status <> 'done'"
+                found = db.execute("SELECT id, position, counts FROM imports WHERE fingerprint = ? AND status <> 'done'"
                                    " ORDER BY id DESC LIMIT 1", (fingerprint,)).fetchone()
                 if found:
                     db.execute("UPDATE imports SET status = 'running', who = ?, updated_ms = ? WHERE id = ?",
                                (who, now_ms, found[0]))
-                    return found[0], found[1]
+                    return found[0], found[1], found[2]
             new = db.execute("INSERT INTO imports (name, fingerprint, who, started_ms, updated_ms, status, position, counts)"
                              " VALUES (?, ?, ?, ?, ?, 'running', 0, '{}') RETURNING id",
                              (name, fingerprint, who, now_ms, now_ms)).fetchone()
-            return new[0], 0
+            return new[0], 0, "{}"
 
     def end_import(self, import_id: int, status: str, counts: str, now_ms: int) -> None:
         """`done` or `interrupted` (resumable), with the final counts as JSON."""
