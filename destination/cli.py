@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                       "Exit 0 when done, 2 when a file is not JSON, 130 when interrupted.")
     imports.add_argument("files", nargs="+", metavar="FILE", help="A path, or - for standard input.")
     imports.add_argument("--dry-run", action="store_true", help="Store and send nothing; print what would happen.")
+    imports.add_argument("--jobs", type=_at_least_one, default=os.cpu_count() or 1,
+                         help="Processes that map events (default: one per CPU, here %(default)s).")
     imports.add_argument("--source", default="import",
                          help="The source label mappings see, as a write key's label (default import).")
     sandbox = command("sandbox", _sandbox, "Run a local Metronome: ingest, customers, metrics, usage, invoices.",
@@ -167,7 +169,7 @@ def _import(args) -> int:
     from destination.import_command import run
 
     settings = _settings(args, "import", need_token=False)  # it queues; the worker delivers
-    return run(settings, args.files, args.dry_run, args.source)
+    return run(settings, args.files, args.dry_run, args.source, args.jobs)
 
 
 def _migrate(args) -> int:

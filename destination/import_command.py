@@ -21,7 +21,7 @@ FINGERPRINT_BYTES = 1 << 20
 PLAIN_EVERY_S = 5.0  # a progress line this often when the output is not a terminal
 
 
-def run(settings, files: list[str], dry_run: bool, source_label: str, out=None, err=None) -> int:
+def run(settings, files: list[str], dry_run: bool, source_label: str, jobs: int = 1, out=None, err=None) -> int:
     """The summary goes to `out` (stdout); progress and errors to `err` (stderr)."""
     out, err = out or sys.stdout, err or sys.stderr
     runtime = create_app(settings).extensions["destination"]
@@ -30,7 +30,7 @@ def run(settings, files: list[str], dry_run: bool, source_label: str, out=None, 
         signal.signal(signum, lambda *_: stop.set())
     try:
         for name in files:
-            code = _one(runtime, name, dry_run, source_label, stop, out, err)
+            code = _one(runtime, name, dry_run, source_label, jobs, stop, out, err)
             if code:
                 return code
         return 0
@@ -38,7 +38,7 @@ def run(settings, files: list[str], dry_run: bool, source_label: str, out=None, 
         runtime.queue.close()
 
 
-def _one(runtime, name: str, dry_run: bool, source_label: str, stop: threading.Event, out, err) -> int:
+def _one(runtime, name: str, dry_run: bool, source_label: str, jobs: int, stop: threading.Event, out, err) -> int:
     try:
         source = Source(name)
     except NotJSON as exc:
@@ -54,7 +54,8 @@ def _one(runtime, name: str, dry_run: bool, source_label: str, stop: threading.E
     reporter = Reporter(job.name, source, err)
     started = job.summary.events
     try:
-        finished = backfill.run(read_events(source, runtime.settings.max_event_bytes), runtime, job, stop, reporter.update)
+        finished = backfill.run(read_events(source, runtime.settings.max_event_bytes), runtime, job, stop, reporter.update,
+                                processes=jobs)
     except NotJSON as exc:
         reporter.close()
         if job.import_id is not None:

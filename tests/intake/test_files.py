@@ -5,12 +5,12 @@ import re
 
 import pytest
 
-from destination.intake.files import NotJSON, Source, read_events
+from destination.intake.files import NotJSON, Source, parsed, read_events
 
 
 def items(content: bytes, max_event_bytes: int = 1000) -> list[tuple]:
     source = Source("-", stdin=io.BufferedReader(io.BytesIO(content)))
-    return [(i.number, i.event, i.problem[0] if i.problem else None) for i in read_events(source, max_event_bytes)]
+    return [(i.number, i.event, i.problem[0] if i.problem else None) for i in map(parsed, read_events(source, max_event_bytes))]
 
 
 @pytest.mark.parametrize("content, expected", [
@@ -58,5 +58,5 @@ def test_what_came_before_a_broken_array_element_is_read():
     found = []
     with pytest.raises(NotJSON, match="element 3"):
         for item in read_events(source, 1000):
-            found.append(item.event)
+            found.append(parsed(item).event)
     assert found == [{"a": 1}, {"b": 2}]

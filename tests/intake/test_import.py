@@ -124,12 +124,12 @@ def test_a_second_run_of_the_same_file_adds_no_usage_at_the_sandbox(settings, qu
 def test_an_import_stopped_half_way_resumes_with_every_event_exactly_once(settings, queue, tmp_path, clock):
     path = tmp_path / "usage.jsonl"
     bad = write_events(path, EVENTS, clock)
-    process = subprocess.Popen([sys.executable, "-m", "destination", "import", str(path)], cwd=ROOT, env=cli_env(settings),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen([sys.executable, "-m", "destination", "import", "--jobs", "2", str(path)], cwd=ROOT,
+                               env=cli_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         wait_until(lambda: (found := queue.list_imports()) and found[0]["position"] >= EVENTS // 2, timeout=120,
                    interval=0.01, message="the import half way")
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)  # as Ctrl-C does: to the import and its mapping processes
         out, err = process.communicate(timeout=60)
     finally:
         process.kill()
