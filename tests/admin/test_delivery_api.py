@@ -73,3 +73,15 @@ def test_a_refused_event_is_found_by_its_message_id_and_its_customer(admin, cloc
     assert sorted(e["fate"] for e in by_customer["events"]) == ["dead_lettered", "queued"]
     nothing = admin.get("/admin/delivery/journey?transaction_id=never-sent", headers=ADMIN).json
     assert nothing == {"search": {"transaction_id": "never-sent"}, "events": [], "count": 0}
+
+
+def test_the_counters_are_pruned_with_the_delivery_log(queue, clock):
+    from collections import Counter
+
+    now_ms = int(clock() * 1000)
+    day = 86_400_000
+    for at in (now_ms - 9 * day, now_ms - 8 * day, now_ms):
+        queue.enqueue([], [], at, tally=Counter({("received", "http"): 2}))
+    assert sum(row[3] for row in queue.delivery_counts(0)) == 6
+    queue.prune_delivery_log(now_ms - 7 * day)  # what the worker does with DELIVERY_LOG_DAYS=7
+    assert [(row[1], row[3]) for row in queue.delivery_counts(0)] == [("received", 2)]

@@ -225,3 +225,32 @@ def test_arrays_stdin_empty_files_and_an_oversized_line_import_with_everything_a
     (code, reason), = stored(queue)["dead_letters"]
     assert code == "event_too_large" and f"{huge} line 2: " in reason
     assert [r["name"] for r in queue.list_imports()] == ["stdin", str(huge), str(empty), str(array)]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])  # the check's verdicts are the subject; both stores run the rest
+def test_the_dry_run_says_what_would_bill_nothing_and_the_import_records_the_same(settings, queue, tmp_path, clock):
+    """With BILLING_CHECK on, against the catalog stored in the database (the guide's metrics, and
+    which customers Metronome knows, as the worker would have written it)."""
+    from destination.billing.catalog import KEY
+    from destination.sandbox.seed import read_seed
+
+    now_ms = int(clock() * 1000)
+    metrics = [{k: v for k, v in m.items() if k != "key"} for m in read_seed("guide")["billable_metrics"]]
+    queue.set_state(KEY, json.dumps({"metrics": metrics, "refreshed_ms": now_ms, "error": None,
+                                     "customers": {"cust_known": [True, now_ms], "cust_gone": [False, now_ms]}}))
+    when = clock.iso(-60)
+    path = tmp_path / "usage.jsonl"
+    with open(path, "w") as out:
+        for i in range(30):
+            event, customer = [("transfer", "cust_known"), ("transfr", "cust_known"), ("transfer", "cust_gone")][i % 3]
+            out.write(json.dumps({"type": "track", "event": event, "messageId": f"b-{i}", "userId": customer,
+                                  "timestamp": when, "properties": {"bytes": 100, "region": "us-east-1"}}) + "\n")
+    env = {**cli_env(settings), "BILLING_CHECK": "WARN"}
+    runs = [subprocess.run([sys.executable, "-m", "destination", "import", *flags, str(path)], cwd=ROOT, env=env,
+                           capture_output=True, timeout=120) for flags in (["--dry-run"], [])]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr.decode()
+    unbillable = [re.search(r"^  unbillable\s+(.*)$", r.stdout.decode(), re.M).group(1) for r in runs]
+    assert unbillable[0] == unbillable[1]
+    reasons = dict((code, int(n)) for code, n in re.findall(r"(\w+) (\d+)", unbillable[0]))
+    assert sum(reasons.values()) == 20 and len(reasons) == 2  # the typo, and the customer Metronome does not know
+    assert json.loads(queue.list_imports()[0]["counts"])["unbillable"] == reasons
