@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 
 from destination.payload import exact
-from destination.queue import tally
+from destination.queue import senders, tally
 from destination.queue.halt import PAUSED_UNTIL, halt_state
 
 # window -> (bucket length, buckets): an hour by the minute, a day by 15 minutes, a week by the hour
@@ -30,7 +30,8 @@ def queue_now(queue, now_ms: int) -> dict:
     paused_until = int(queue.get_state(PAUSED_UNTIL) or 0)
     return {"depth": queue.depth(), "oldest_pending_age_s": round(max(0, now_ms - oldest) / 1000, 3) if oldest else 0,
             "dead_letters": queue.dead_letter_count(), "halt": halt_state(queue),
-            "paused_until_ms": paused_until if paused_until > now_ms else None, "claimed": queue.leases_now(now_ms)}
+            "paused_until_ms": paused_until if paused_until > now_ms else None, "claimed": queue.leases_now(now_ms),
+            "sending": senders.current(queue, now_ms)}
 
 
 def journey(queue, key: str, value: str, limit: int = 100) -> dict:

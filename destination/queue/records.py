@@ -37,6 +37,17 @@ class Records:
                 "dead_letters": self._dicts(f"SELECT {JOURNEY_DEAD} FROM dead_letters WHERE {column} = ?"
                                             " ORDER BY id DESC LIMIT ?", (value, limit))}
 
+    def states(self, prefix: str) -> dict:
+        """Every shared-state key that starts with `prefix`, with its value."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        with self._read() as db:
+            return dict(db.execute("SELECT key, value FROM sender_state WHERE key LIKE ? ESCAPE '\\'",
+                                   (escaped + "%",)).fetchall())
+
+    def delete_states(self, keys: list[str]) -> None:
+        with self._write(durable=False) as db:
+            db.executemany("DELETE FROM sender_state WHERE key = ?", [(key,) for key in keys])
+
     # -- imports ---------------------------------------------------------------------------------
     def start_import(self, name: str, fingerprint: str | None, who: str, now_ms: int) -> tuple[int, int, str]:
         """The import to continue (its id, the position it reached and its counts as JSON) if one

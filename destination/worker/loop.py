@@ -7,7 +7,9 @@ process stops every process that delivers from the same database.
 from __future__ import annotations
 
 import logging
+import os
 import random
+import socket
 import threading
 import time
 from collections import Counter, deque
@@ -15,6 +17,7 @@ from queue import SimpleQueue
 
 from destination.ops import metrics
 from destination.payload.validate import outside_window, window_reason
+from destination.queue import senders
 from destination.queue.halt import PAUSED_UNTIL, clear_halt, halt_state, set_halt
 from destination.queue.tally import retry_reason
 from destination.queue.outbox import Claim, ClaimedEvent, DeliveryNote, Queue
@@ -60,6 +63,9 @@ class Worker:
         # (attempt 0), so the pause must grow with this count or the worker would probe every second.
         self._failures = 0
         self._pruned_at = 0.0
+        self._peak_in_flight = 0  # the most requests out at once since the last report (queue/senders.py)
+        self._reported_at = float("-inf")
+        self.process = ""  # host:pid, set when delivery starts in the process that delivers
 
     def run(self, stop: threading.Event) -> None:
         """Deliver until `stop` is set; the batch in flight finishes, the rest of the claim goes back."""
@@ -74,15 +80,28 @@ class Worker:
                 billing.join(BILLING_STOP_S)
 
     def _deliver_until(self, stop: threading.Event) -> None:
+        self.process = f"{socket.gethostname()}:{os.getpid()}"
         while not stop.is_set():
             try:
                 self._prune_log()
                 wait = self.step(stop)
+                self._report_sending()
             except Exception:  # the database blinked: log, wait, go on; nothing is lost by waiting
                 log.exception("delivery step failed")
                 wait = self.idle_s
             if wait:
                 stop.wait(wait)
+        try:
+            senders.leave(self.queue, self.process)
+        except Exception:  # the store is gone at shutdown: the report goes stale by itself
+            log.warning("could not withdraw this process's sending report", exc_info=True)
+
+    def _report_sending(self) -> None:
+        now_s = self.clock()
+        if now_s - self._reported_at >= senders.BEAT_S:
+            self._reported_at = now_s
+            senders.report(self.queue, self.process, self._peak_in_flight, int(now_s * 1000))
+            self._peak_in_flight = 0
 
     def release_claim(self, why: str = "released at shutdown") -> None:
         """At shutdown, hand back what this worker still holds when a request outlived the grace period.
@@ -162,6 +181,7 @@ class Worker:
         four in flight). The first batch goes on this thread, the others on the worker's send
         threads (SendThreads)."""
         results: list = [None] * len(wave)
+        self._peak_in_flight = max(self._peak_in_flight, len(wave))
 
         def send(index: int) -> None:
             try:
@@ -255,6 +275,7 @@ class Worker:
             self._pruned_at = now_s
             self.queue.prune_delivery_log(int(now_s * 1000) - self.log_retention_ms)
             self.queue.prune_billing_problems(int(now_s * 1000) - BILLING_PROBLEMS_KEPT_MS)
+            senders.forget_stopped(self.queue, int(now_s * 1000))
 
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)

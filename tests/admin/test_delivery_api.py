@@ -2,8 +2,9 @@
 Its chart and search in a browser are in test_delivery_view.py."""
 import orjson
 import pytest
+import requests
 
-from conftest import WRITE_KEY, track
+from conftest import WRITE_KEY, track, wait_until
 from destination.app import create_app
 from destination.queue.halt import PAUSED_UNTIL, set_halt
 
@@ -85,3 +86,29 @@ def test_the_counters_are_pruned_with_the_delivery_log(queue, clock):
     assert sum(row[3] for row in queue.delivery_counts(0)) == 6
     queue.prune_delivery_log(now_ms - 7 * day)  # what the worker does with DELIVERY_LOG_DAYS=7
     assert [(row[1], row[3]) for row in queue.delivery_counts(0)] == [("received", 2)]
+
+
+def test_sends_in_flight_add_up_over_live_processes_and_a_stopped_one_is_forgotten(queue):
+    from destination.queue import senders
+
+    now = 10_000_000
+    senders.report(queue, "web-1:10", 4, now)
+    senders.report(queue, "worker-2:11", 3, now - 5_000)
+    senders.report(queue, "web-3:12", 8, now - senders.STALE_MS - 1)  # stopped reporting: not counted
+    senders.report(queue, "web_%:13", 1, now)  # LIKE's wildcards in a name are only characters
+    assert senders.current(queue, now) == {"in_flight": 8, "processes": 3}
+    senders.leave(queue, "web-1:10")
+    assert senders.current(queue, now) == {"in_flight": 4, "processes": 2}
+    senders.forget_stopped(queue, now - 5_000 + senders.FORGET_MS)  # an hour after worker-2's last report
+    assert set(queue.states(senders.PREFIX)) == {"sending:worker-2:11", "sending:web_%:13"}  # the others had stopped
+    assert queue.states("sending:web_") == {"sending:web_%:13": queue.get_state("sending:web_%:13")}
+
+
+def test_a_delivering_process_shows_in_the_queue_view(settings, queue, clock):
+    from conftest import live_service
+
+    with live_service(settings, queue, clock, admin_tokens={"delivery-admin": "ops"}) as live:
+        live.post([track("s-1", clock.iso())])
+        wait_until(lambda: queue.depth() == 0, message="delivery")
+        found = requests.get(live.url + "/admin/delivery/queue", headers=ADMIN, timeout=5).json()
+    assert found["sending"]["processes"] == 1 and found["depth"] == 0

@@ -19,7 +19,8 @@ async function loadDelivery() {
 
 function showQueue(q) {
   const parts = [`${q.depth} queued`, `oldest ${q.oldest_pending_age_s} s old`, `${q.dead_letters} dead letters`,
-    `${q.claimed.events} claimed by ${q.claimed.processes} sending process(es)`];
+    `${q.sending.in_flight} request(s) in flight at most in the last 5 s, from ${q.sending.processes} delivering process(es)`,
+    `${q.claimed.events} events claimed`];
   if (q.paused_until_ms) parts.push(`paused until ${when(q.paused_until_ms)}`);
   parts.push(q.halt ? `HALTED since ${when(q.halt.since_ms)}: ${q.halt.reason}` : "not halted");
   say("delivery-queue", parts.join(" · "), q.halt ? "error" : "");
