@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     imports = command("import", _import, "Import events from files (JSONL or JSON arrays, gzip or plain).",
                       "Run Segment-spec events from files through the same mapping, validation and queue as the "
                       "HTTP routes. A re-run is safe (same transaction_ids); an interrupted import resumes. "
-                      "Exit 0 when done, 2 when a file is not JSON, 130 when interrupted.")
+                      "Exit 0 when done, 1 when the store fails, 2 when a file is not JSON, 130 when interrupted.")
     imports.add_argument("files", nargs="+", metavar="FILE", help="A path, or - for standard input.")
     imports.add_argument("--dry-run", action="store_true", help="Store and send nothing; print what would happen.")
     imports.add_argument("--jobs", type=_at_least_one, default=os.cpu_count() or 1,

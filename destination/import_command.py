@@ -1,7 +1,7 @@
 """`metronome-destination import FILE...`: the command around intake/backfill.py. It opens the
 store and the live mappings as the web process does (create_app), records each file's import,
-draws progress, and prints a summary. Exit codes: 0 done, 2 input that is not JSON (or bad
-settings), 130 interrupted (run it again to resume)."""
+draws progress, and prints a summary. Exit codes: 0 done, 1 the store failed, 2 input that is
+not JSON (or bad settings), 130 interrupted (run it again to resume)."""
 from __future__ import annotations
 
 import getpass
@@ -14,6 +14,7 @@ import threading
 import time
 
 from destination.app import create_app
+from destination.errors import ConfigError
 from destination.intake import backfill
 from destination.intake.files import NotJSON, Source, read_events
 
@@ -24,18 +25,33 @@ PLAIN_EVERY_S = 5.0  # a progress line this often when the output is not a termi
 def run(settings, files: list[str], dry_run: bool, source_label: str, jobs: int = 1, out=None, err=None) -> int:
     """The summary goes to `out` (stdout); progress and errors to `err` (stderr)."""
     out, err = out or sys.stdout, err or sys.stderr
-    runtime = create_app(settings).extensions["destination"]
+    try:
+        runtime = create_app(settings).extensions["destination"]
+    except ConfigError:
+        raise
+    except Exception as exc:  # the database is down or refuses us: say so, in one line
+        print(f"metronome-destination import: cannot open the store: {_first_line(exc)}", file=err)
+        return 1
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # finish the chunk in hand, record where, then stop
         signal.signal(signum, lambda *_: stop.set())
     try:
         for name in files:
-            code = _one(runtime, name, dry_run, source_label, jobs, stop, out, err)
+            try:
+                code = _one(runtime, name, dry_run, source_label, jobs, stop, out, err)
+            except Exception as exc:  # the store failed part-way: every chunk committed stays, with its position
+                print(f"metronome-destination import: {name}: the store failed: {_first_line(exc)}; what was "
+                      "stored is kept: run the same command again to resume", file=err)
+                return 1
             if code:
                 return code
         return 0
     finally:
         runtime.queue.close()
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _one(runtime, name: str, dry_run: bool, source_label: str, jobs: int, stop: threading.Event, out, err) -> int:

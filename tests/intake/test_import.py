@@ -254,3 +254,15 @@ def test_the_dry_run_says_what_would_bill_nothing_and_the_import_records_the_sam
     reasons = dict((code, int(n)) for code, n in re.findall(r"(\w+) (\d+)", unbillable[0]))
     assert sum(reasons.values()) == 20 and len(reasons) == 2  # the typo, and the customer Metronome does not know
     assert json.loads(queue.list_imports()[0]["counts"])["unbillable"] == reasons
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+def test_a_store_that_cannot_be_opened_is_one_clear_line_and_exit_1(settings, tmp_path, clock):
+    path = tmp_path / "usage.jsonl"
+    write_events(path, 10, clock, bad_every=0)
+    env = {**cli_env(settings), "SQLITE_PATH": str(tmp_path / "a-file" / "queue.sqlite3")}
+    (tmp_path / "a-file").write_text("a file where the store's folder should be")
+    result = subprocess.run([sys.executable, "-m", "destination", "import", str(path)], cwd=ROOT, env=env,
+                            capture_output=True, timeout=60)
+    assert result.returncode == 1 and "import: cannot open the store:" in result.stderr.decode()
+    assert "Traceback" not in result.stderr.decode()
