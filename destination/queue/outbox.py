@@ -107,6 +107,9 @@ class Queue(Protocol):
                     note: DeliveryNote | None = None) -> None:
         """Put events back to be claimed again at `available_at_ms`."""
 
+    def make_due(self, now_ms: int) -> int:
+        """Every event waiting out a retry delay is ready now (Metronome recovered); return how many."""
+
     def dead_letter(self, owner: str, refusals: list[tuple[int, str, str]], now_ms: int,
                     note: DeliveryNote | None = None) -> None:
         """Move (id, code, reason) events from the outbox to the dead-letter store."""

@@ -255,6 +255,12 @@ class SQLQueue(Records):
                 if count_attempt and note is not None:  # a failed attempt; a release or a halt is not a retry
                     self._tally(db, Counter({("retried", tallies.retry_reason(note.status)): len(held)}), note.at_ms)
 
+    def make_due(self, now_ms: int) -> int:
+        """Every event waiting out a retry delay becomes ready now; return how many. Rows with a
+        future time are never leased: retry_later ends the lease as it sets the time."""
+        with self._write(durable=False) as db:
+            return db.execute("UPDATE outbox SET available_at_ms = ? WHERE available_at_ms > ?", (now_ms, now_ms)).rowcount
+
     def dead_letter(self, owner, refusals, now_ms, note=None) -> None:
         with self._write(durable=False) as db:
             moved: Counter = Counter()

@@ -315,3 +315,21 @@ def test_serve_killed_mid_delivery_and_restarted_resends_within_seconds_not_a_le
     resent = {tid for r in sandbox.state.requests[sent_before:] if r["status"] == 200 for tid in r["transaction_ids"]}
     assert in_flight <= resent  # the batches the dead process sent, sent again with the very same transaction_ids
     assert sorted(set(delivered_ids(sandbox))) == sorted(e["messageId"] for e in events)  # and no new ids
+
+
+def test_after_a_storm_of_30_500s_every_event_arrives_within_5_s_of_the_first_healthy_answer(settings, queue, sandbox, clock):
+    """Delays that grew to their cap during the storm must not outlast it: with a 300 s cap and
+    delays doubling from 10 ms, the last batches of the storm wait minutes unless the first
+    success makes them due. Timed by the sandbox's own clock."""
+    from conftest import live_service
+
+    cue(sandbox, script=[{"status": 500}] * 30)
+    with live_service(settings, queue, clock, retry_base_seconds=0.01, retry_cap_seconds=300.0) as service:
+        for start in range(0, 2000, 100):
+            assert service.post([track(f"storm-{i}", clock.iso()) for i in range(start, start + 100)]).status_code == 200
+        wait_until(lambda: queue.depth() == 0, timeout=60, message="every event after the storm")
+    answers = sandbox.state.requests
+    assert [r["status"] for r in answers[:30]] == [500] * 30 and all(r["status"] == 200 for r in answers[30:])
+    first_healthy = answers[30]["at"]
+    assert len(set(delivered_ids(sandbox))) == 2000
+    assert max(r["at"] for r in answers) - first_healthy < 5.0
