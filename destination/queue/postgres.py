@@ -13,7 +13,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from destination.queue import migrations
-from destination.queue.sql import COUNT_CONFLICT, LEASE_CONFLICT, LOG_COLUMNS, OUTBOX_INSERT_COLUMNS, READY_UNLEASED, SQLQueue
+from destination.queue.sql import LEASE_CONFLICT, LOG_COLUMNS, OUTBOX_INSERT_COLUMNS, READY_UNLEASED, SQLQueue
 
 POOL_WAIT_S = 10  # a request waits this long for a free connection before answering 503
 LEASE_ROUNDS = 4  # statements one claim may run while rows it looked at turn out leased by others
@@ -72,21 +72,16 @@ class PostgresQueue(SQLQueue):
     def _ids(self, ids) -> list[int]:
         return [int(i) for i in ids]
 
-    def _insert_events(self, db, rows, counts=()) -> list:
+    def _insert_events(self, db, rows) -> None:
         # One statement over column arrays: a 2,500-event request is one round trip. The arrays
         # go in binary (`%b`, psycopg's own placeholder, so not through `_translate`): in text
         # form psycopg escapes every element with a regex, which cost more than the insert
-        # itself (100 rows: 5.0-5.5 ms text, 2.2-2.3 ms binary). The Delivery view's counts ride
-        # in the same statement: a statement of their own cost a single-event accept 250-370 us.
-        insert = (f"INSERT INTO outbox ({', '.join(OUTBOX_INSERT_COLUMNS)}) SELECT * FROM unnest(%b::text[], %b::bytea[],"
-                  " %b::bytea[], %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[])")
-        columns = [list(column) for column in zip(*rows)]
-        if not counts:
-            db.conn.execute(insert, columns)
-            return []
-        db.conn.execute(f"WITH events AS ({insert}) INSERT INTO delivery_counts (minute_ms, kind, reason, shard, count)"
-                        f" VALUES {_count_values(len(counts))}{COUNT_CONFLICT}", columns + [v for row in counts for v in row])
-        return []
+        # itself (100 rows: 5.0-5.5 ms text, 2.2-2.3 ms binary).
+        db.conn.execute(
+            f"INSERT INTO outbox ({', '.join(OUTBOX_INSERT_COLUMNS)}) SELECT * FROM unnest(%b::text[], %b::bytea[],"
+            " %b::bytea[], %b::text[], %b::bigint[], %b::bigint[], %b::bigint[], %b::text[], %b::text[], %b::text[])",
+            [list(column) for column in zip(*rows)],
+        )
 
     def _lease(self, db, owner, until_ms, now_ms, limit) -> list[int]:
         """Candidates are locked (SKIP LOCKED), so two claimers in flight never pick the same row.
@@ -119,12 +114,6 @@ class PostgresQueue(SQLQueue):
 
     def close(self) -> None:
         self.pool.close()
-
-
-@lru_cache(maxsize=64)
-def _count_values(rows: int) -> str:
-    """A request has a few counters: plain parameters cost less to send than five more arrays."""
-    return ", ".join(["(%s::bigint, %s, %s, %s::int, %s::bigint)"] * rows)
 
 
 @lru_cache(maxsize=256)

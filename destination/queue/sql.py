@@ -38,9 +38,6 @@ READY_UNLEASED = ("SELECT id FROM outbox AS o WHERE available_at_ms <= ? AND NOT
 # An expired lease is taken over in place; a live one is left to its owner (param: now).
 LEASE_CONFLICT = (" ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, until_ms = excluded.until_ms"
                   " WHERE leases.until_ms <= ? RETURNING id")
-# A counter row adds to the one this writer has for the minute (migrations._DELIVERY_VIEW).
-COUNT_CONFLICT = (" ON CONFLICT (minute_ms, kind, reason, shard) DO UPDATE SET"
-                  " count = delivery_counts.count + excluded.count")
 BLOCKS_PER_PROBE = 16  # a customer search asks for this many blocks of log ids at a time
 MAX_ERROR = 1000
 RECENT_EVENTS_KEPT = 200
@@ -86,10 +83,9 @@ class SQLQueue(Records):
     def _ids(self, ids: list[int]):
         raise NotImplementedError
 
-    def _insert_events(self, db, rows: list[tuple], counts: list[tuple] = ()) -> list[tuple]:
+    def _insert_events(self, db, rows: list[tuple]) -> None:
         """Insert outbox rows. A repeated transaction_id is stored again: Metronome ignores the
-        repeat (see migrations._SQLITE_OUTBOX_WITHOUT_UNIQUE). A backend may add `counts`
-        (tally.upsert_rows) in the same statement; it returns those it did not add."""
+        repeat (see migrations._SQLITE_OUTBOX_WITHOUT_UNIQUE)."""
         raise NotImplementedError
 
     def _insert_log(self, db, owner: str, outcome: str, batches: list[tuple[list[int], DeliveryNote]]) -> None:
@@ -103,8 +99,9 @@ class SQLQueue(Records):
         rows = _outbox_rows(events, now_ms)
 
         def store(db) -> int:
-            counts = tallies.upsert_rows(tally, now_ms, self._shard()) if tally else []
-            stored = self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems, counts)
+            stored = self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems)
+            if tally:
+                self._tally(db, tally, now_ms)
             if checkpoint is not None:  # an import's progress commits with the events it covers
                 import_id, position, counts = checkpoint
                 db.execute("UPDATE imports SET position = ?, counts = ?, updated_ms = ? WHERE id = ?",
@@ -124,11 +121,9 @@ class SQLQueue(Records):
         self.failed_write_bytes = 0
         return stored
 
-    def _enqueue_in(self, db, rows, dead_letters, now_ms, samples, source, problems=(), counts=()) -> int:
+    def _enqueue_in(self, db, rows, dead_letters, now_ms, samples, source, problems=()) -> int:
         if rows:
-            counts = self._insert_events(db, rows, counts)
-        if counts:
-            self._add_counts(db, counts)
+            self._insert_events(db, rows)
         if dead_letters:
             db.executemany(
                 f"INSERT INTO dead_letters ({DEAD_LETTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
@@ -145,14 +140,10 @@ class SQLQueue(Records):
 
     def _tally(self, db, tally, now_ms: int) -> None:
         """Add a tally ({(kind, reason): count}) to this minute's counters, in the caller's transaction."""
-        self._add_counts(db, tallies.upsert_rows(tally, now_ms, self._shard()))
-
-    def _add_counts(self, db, counts: list[tuple]) -> None:
-        db.executemany(f"INSERT INTO delivery_counts (minute_ms, kind, reason, shard, count) VALUES (?, ?, ?, ?, ?)"
-                       f"{COUNT_CONFLICT}", counts)
-
-    def _shard(self) -> int:
-        return threading.get_native_id() % self.tally_shards if self.tally_shards > 1 else 0
+        shard = threading.get_native_id() % self.tally_shards if self.tally_shards > 1 else 0
+        db.executemany("INSERT INTO delivery_counts (minute_ms, kind, reason, shard, count) VALUES (?, ?, ?, ?, ?)"
+                       " ON CONFLICT (minute_ms, kind, reason, shard) DO UPDATE SET"
+                       " count = delivery_counts.count + excluded.count", tallies.upsert_rows(tally, now_ms, shard))
 
     def _record_problems(self, db, problems, now_ms: int) -> None:
         """One upsert per (reason, event_type) in the request, however many events share it."""
@@ -345,7 +336,7 @@ class SQLQueue(Records):
         rows = _outbox_rows(events, now_ms)
         with self._write() as db:
             if rows:
-                self._insert_events(db, rows)  # a replay is counted where it was first received
+                self._insert_events(db, rows)
             if resolved:
                 db.execute(f"DELETE FROM dead_letters WHERE id {self.ids_sql}", (self._ids(resolved),))
             if refused:

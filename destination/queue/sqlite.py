@@ -168,7 +168,7 @@ class SQLiteQueue(SQLQueue):
     def _ids(self, ids) -> str:
         return "[" + ",".join(str(int(i)) for i in ids) + "]"
 
-    def _insert_events(self, db, rows, counts=()) -> list:
+    def _insert_events(self, db, rows) -> None:
         """One statement for up to ROWS_PER_INSERT rows. executemany steps SQLite once a row, and
         each step lets go of the GIL: a thread mapping the next request takes it and keeps it
         for up to the 5 ms switch interval, all while this thread holds the write lock every
@@ -178,7 +178,6 @@ class SQLiteQueue(SQLQueue):
         for start in range(0, len(rows), per_statement):
             chunk = rows[start:start + per_statement]
             db.execute(_insert_sql(len(chunk)), [value for row in chunk for value in row])
-        return counts  # added by the caller: a statement more costs SQLite, in process, next to nothing
 
     def _insert_log(self, db, owner, outcome, batches) -> None:
         # A statement per batch, its note as plain parameters and only the ids as JSON: one
