@@ -182,10 +182,11 @@ _BILLING_CUSTOMER_LOOKUPS = """
 """
 
 # The admin page's Delivery view. Counts per minute of what happened to events (received,
-# accepted, filtered, refused, delivered, retried, dead-lettered, each with its reason), written
-# in the transaction that made them happen, so the chart is right for the whole deployment and
-# never counts an event that was not stored. Postgres writers upsert a row of their own (`shard`,
-# from the thread), so concurrent requests never queue on one counter's row lock. The journey of
+# accepted, filtered, refused, delivered, retried, dead-lettered, each with its reason), so the
+# chart is right for the whole deployment: the worker's in the transaction that acks, retries or
+# dead-letters, the accept path's once a second per process (tally.Buffer), and never for an
+# event that was not stored. Postgres writers upsert a row of their own (`shard`, from the
+# thread), so concurrent writers never queue on one counter's row lock. The journey of
 # one event: each logged attempt says when it was received and by which mapping version, and a
 # dead letter can be found by messageId. And the file imports, with how far each got.
 _DELIVERY_VIEW = """

@@ -93,8 +93,8 @@ class Queue(Protocol):
                 samples: tuple = (), source: str | None = None, problems: tuple = (), tally=None,
                 checkpoint: tuple | None = None) -> int:
         """Store accepted events, refusals, preview samples and billing problems atomically, with
-        the Delivery view's `tally` of them and an import's `checkpoint` (id, position, counts
-        JSON); return how many events were stored."""
+        an import's `checkpoint` (id, position, counts JSON); return how many events were stored.
+        The Delivery view's `tally` of them is counted once they are stored, written within a second."""
 
     def claim(self, limit: int, lease_ms: int, now_ms: int) -> Claim:
         """Lease up to `limit` ready events to one owner, oldest first."""
@@ -106,6 +106,9 @@ class Queue(Protocol):
     def retry_later(self, owner: str, ids: list[int], available_at_ms: int, error: str, count_attempt: bool = True,
                     note: DeliveryNote | None = None) -> None:
         """Put events back to be claimed again at `available_at_ms`."""
+
+    def flush_counts(self) -> None:
+        """Write the accept counts this process holds for the Delivery view (buffered for a second)."""
 
     def make_due(self, now_ms: int) -> int:
         """Every event waiting out a retry delay is ready now (Metronome recovered); return how many."""

@@ -113,6 +113,7 @@ class PostgresQueue(SQLQueue):
             [outcome, ids, statuses, answers, at_ms, owner])
 
     def close(self) -> None:
+        self._close_counts()
         self.pool.close()
 
 

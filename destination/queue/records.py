@@ -16,10 +16,11 @@ FOUND_BY = {"message_id": "message_id", "transaction_id": "transaction_id", "cus
 
 class Records:
     def delivery_counts(self, since_ms: int) -> list[tuple]:
-        """(minute_ms, kind, reason, count) from `since_ms` on, the writers' shards summed."""
+        """(minute_ms, kind, reason, count) from `since_ms` on, the writers' shards summed (Postgres
+        sums a bigint as numeric: cast back)."""
         with self._read() as db:
             return [tuple(r) for r in db.execute(
-                "SELECT minute_ms, kind, reason, sum(count) FROM delivery_counts WHERE minute_ms >= ?"
+                "SELECT minute_ms, kind, reason, CAST(sum(count) AS BIGINT) FROM delivery_counts WHERE minute_ms >= ?"
                 " GROUP BY minute_ms, kind, reason ORDER BY minute_ms", (since_ms,)).fetchall()]
 
     def leases_now(self, now_ms: int) -> dict:

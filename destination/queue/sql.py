@@ -63,6 +63,7 @@ class SQLQueue(Records):
         # Postgres commits many connections in parallel and groups WAL flushes itself.
         self._group = GroupCommit(self._write) if self.group_commits else None
         self._owners_checked = float("-inf")
+        self.counts = tallies.Buffer(self._write_counts)  # the accept path's Delivery view counts
         self.failed_write_bytes = 0  # the size of the last accept this process could not store; 0 once one is
 
     # -- supplied by each backend ------------------------------------------------------------
@@ -100,8 +101,6 @@ class SQLQueue(Records):
 
         def store(db) -> int:
             stored = self._enqueue_in(db, rows, dead_letters, now_ms, samples, source, problems)
-            if tally:
-                self._tally(db, tally, now_ms)
             if checkpoint is not None:  # an import's progress commits with the events it covers
                 import_id, position, counts = checkpoint
                 db.execute("UPDATE imports SET position = ?, counts = ?, updated_ms = ? WHERE id = ?",
@@ -119,6 +118,8 @@ class SQLQueue(Records):
             self.failed_write_bytes = sum(len(e.payload) + len(e.raw) for e in events) + sum(len(d.raw) for d in dead_letters)
             raise
         self.failed_write_bytes = 0
+        if tally:  # counted once stored, so a request refused with 503 is not counted as received
+            self.counts.add(tally, now_ms)
         return stored
 
     def _enqueue_in(self, db, rows, dead_letters, now_ms, samples, source, problems=()) -> int:
@@ -140,10 +141,32 @@ class SQLQueue(Records):
 
     def _tally(self, db, tally, now_ms: int) -> None:
         """Add a tally ({(kind, reason): count}) to this minute's counters, in the caller's transaction."""
-        shard = threading.get_native_id() % self.tally_shards if self.tally_shards > 1 else 0
+        self._add_counts(db, tallies.upsert_rows(tally, now_ms, self._shard()))
+
+    def _write_counts(self, counts: list[tuple]) -> None:
+        """The accept counts' Buffer writes here: (minute_ms, kind, reason, count) rows."""
+        shard = self._shard()
+        with self._write(durable=False) as db:
+            self._add_counts(db, [(minute, kind, reason, shard, count) for minute, kind, reason, count in counts])
+
+    def _close_counts(self) -> None:
+        """First thing in close: the buffered accept counts are written while the store is open."""
+        try:
+            self.counts.close()
+        except Exception:
+            log.warning("the last second's Delivery view counts could not be written", exc_info=True)
+
+    def flush_counts(self) -> None:
+        """Write this process's buffered accept counts now (the admin view reads its own at once)."""
+        self.counts.flush()
+
+    def _add_counts(self, db, counts: list[tuple]) -> None:
         db.executemany("INSERT INTO delivery_counts (minute_ms, kind, reason, shard, count) VALUES (?, ?, ?, ?, ?)"
                        " ON CONFLICT (minute_ms, kind, reason, shard) DO UPDATE SET"
-                       " count = delivery_counts.count + excluded.count", tallies.upsert_rows(tally, now_ms, shard))
+                       " count = delivery_counts.count + excluded.count", counts)
+
+    def _shard(self) -> int:
+        return threading.get_native_id() % self.tally_shards if self.tally_shards > 1 else 0
 
     def _record_problems(self, db, problems, now_ms: int) -> None:
         """One upsert per (reason, event_type) in the request, however many events share it."""

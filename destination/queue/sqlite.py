@@ -190,6 +190,7 @@ class SQLiteQueue(SQLQueue):
                 (outcome, note.status, note.answer, note.at_ms, self._ids(ids), owner))
 
     def close(self) -> None:
+        self._close_counts()
         self._closed = True
         self._checkpoint_due.set()
         pid, thread = self._checkpointer or (None, None)

@@ -83,6 +83,7 @@ def test_the_counters_are_pruned_with_the_delivery_log(queue, clock):
     day = 86_400_000
     for at in (now_ms - 9 * day, now_ms - 8 * day, now_ms):
         queue.enqueue([], [], at, tally=Counter({("received", "http"): 2}))
+    queue.flush_counts()
     assert sum(row[3] for row in queue.delivery_counts(0)) == 6
     queue.prune_delivery_log(now_ms - 7 * day)  # what the worker does with DELIVERY_LOG_DAYS=7
     assert [(row[1], row[3]) for row in queue.delivery_counts(0)] == [("received", 2)]

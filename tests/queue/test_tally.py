@@ -47,3 +47,31 @@ def test_minutes_fall_into_buckets(rows, since, bucket, n, series_of, totals_of,
     assert found["totals"][totals_of[0]] == totals_of[1]
     assert found["reasons"][reasons_of[0]] == reasons_of[1]
     assert set(found["series"]) == set(tally.KINDS)
+
+
+class FlakyStore:
+    def __init__(self):
+        self.written, self.fail = [], False
+
+    def write(self, rows):
+        if self.fail:
+            raise OSError("disk full")
+        self.written.append(rows)
+
+
+def test_the_buffer_sums_per_minute_keeps_what_a_failed_write_held_and_writes_the_rest_at_close():
+    store = FlakyStore()
+    buffer = tally.Buffer(store.write, every_s=3600)  # its thread never wakes here: flushes are explicit
+    buffer.add(Counter({("received", "http"): 2, ("accepted", ""): 2}), 60_000)
+    buffer.add(Counter({("received", "http"): 1, ("filtered", ""): 0}), 119_999)
+    buffer.add(Counter({("received", "http"): 5}), 120_000)
+    store.fail = True
+    with pytest.raises(OSError):
+        buffer.flush()
+    store.fail = False
+    buffer.add(Counter({("refused", "bad"): 1}), 120_001)
+    buffer.close()
+    assert store.written == [[(60_000, "accepted", "", 2), (60_000, "received", "http", 3), (120_000, "received", "http", 5),
+                              (120_000, "refused", "bad", 1)]]
+    buffer.flush()
+    assert len(store.written) == 1  # nothing pending: nothing written
