@@ -77,6 +77,10 @@ def worker_exit(server, worker) -> None:
     delivery, stop, thread = getattr(worker, "_delivery", (None, None, None))
     if delivery:
         stop_delivery(delivery, stop, thread, delivery_grace(worker))
+    try:  # the last second of this process's accept counts, for the Delivery view
+        worker.wsgi.extensions["destination"].queue.flush_counts()
+    except Exception:
+        log.warning("could not write this process's last Delivery view counts", exc_info=True)
 
 
 def child_exit(server, worker) -> None:

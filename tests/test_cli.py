@@ -89,6 +89,15 @@ def test_serve_with_sandbox_receives_and_delivers_in_one_process(tmp_path):
     finally:
         process.terminate()
         assert process.wait(30) == 0
+    # Each web process writes its accept counts once a second, and the rest as it exits.
+    from destination.queue.sqlite import SQLiteQueue
+
+    stopped = SQLiteQueue(tmp_path / "q.sqlite3", migrate=False)
+    try:
+        counted = {(kind, reason): n for _, kind, reason, n in stopped.delivery_counts(0)}
+    finally:
+        stopped.close()
+    assert counted == {("received", "http"): 1, ("accepted", ""): 1, ("delivered", ""): 1}
 
 
 def test_the_readme_settings_table_matches_the_code():
