@@ -89,3 +89,8 @@ class EventRefused(Exception):
 
 class ConfigError(Exception):
     """A setting or mapping is invalid; the message names where."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An error's first line, short enough for an answer, a dead letter or a terminal."""
+    return str(exc).splitlines()[0][:limit] if str(exc).strip() else type(exc).__name__

@@ -14,7 +14,7 @@ import threading
 import time
 
 from destination.app import create_app
-from destination.errors import ConfigError
+from destination.errors import ConfigError, first_line
 from destination.intake import backfill
 from destination.intake.files import NotJSON, Source, read_events
 
@@ -30,7 +30,7 @@ def run(settings, files: list[str], dry_run: bool, source_label: str, jobs: int 
     except ConfigError:
         raise
     except Exception as exc:  # the database is down or refuses us: say so, in one line
-        print(f"metronome-destination import: cannot open the store: {_first_line(exc)}", file=err)
+        print(f"metronome-destination import: cannot open the store: {first_line(exc, 300)}", file=err)
         return 1
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):  # finish the chunk in hand, record where, then stop
@@ -40,7 +40,7 @@ def run(settings, files: list[str], dry_run: bool, source_label: str, jobs: int 
             try:
                 code = _one(runtime, name, dry_run, source_label, jobs, stop, out, err)
             except Exception as exc:  # the store failed part-way: every chunk committed stays, with its position
-                print(f"metronome-destination import: {name}: the store failed: {_first_line(exc)}; what was "
+                print(f"metronome-destination import: {name}: the store failed: {first_line(exc, 300)}; what was "
                       "stored is kept: run the same command again to resume", file=err)
                 return 1
             if code:
@@ -49,9 +49,6 @@ def run(settings, files: list[str], dry_run: bool, source_label: str, jobs: int 
     finally:
         runtime.queue.close()
 
-
-def _first_line(exc: Exception) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
 
 
 def _one(runtime, name: str, dry_run: bool, source_label: str, jobs: int, stop: threading.Event, out, err) -> int:

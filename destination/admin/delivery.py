@@ -78,11 +78,7 @@ def _payload(row: dict):
 
 def _fate(steps: list[dict]) -> str:
     """delivered, dead_lettered, queued, or (attempts seen, the row since gone) unknown."""
-    kinds = {(s["step"], s.get("outcome")) for s in steps}
-    if ("attempt", "delivered") in kinds:
+    if any(s.get("outcome") == "delivered" for s in steps):
         return "delivered"
-    if any(step == "dead_lettered" for step, _ in kinds):
-        return "dead_lettered"
-    if any(step == "queued" for step, _ in kinds):
-        return "queued"
-    return "unknown"
+    seen = {s["step"] for s in steps}
+    return next((fate for fate in ("dead_lettered", "queued") if fate in seen), "unknown")

@@ -161,26 +161,23 @@ def run(items: Iterator[Item], runtime, job: Import, stop: threading.Event,
     """Import every item after `job.summary.lines`, mapping in `processes` processes; return
     False when `stop` ended it early (what was read by then is stored)."""
     mapper = Mapper.of(runtime, job)
+    ahead = max(processes, 1) * AHEAD_PER_PROCESS
     chunks = _chunks(items, job.summary.lines, chunk)
-    first = list(itertools.islice(chunks, processes * AHEAD_PER_PROCESS))
-    if processes <= 1 or len(first) < processes * AHEAD_PER_PROCESS:  # a small file: not worth starting processes
+    first = list(itertools.islice(chunks, ahead))
+    chunks = itertools.chain(first, chunks)
+    if processes <= 1 or len(first) < ahead:  # a small file: not worth starting processes
         _start_mapping(mapper)
-        for part in itertools.chain(first, chunks):
-            _store(map_chunk(part, runtime.now_ms()), runtime, job)
-            progress(job.summary)
-            if stop.is_set():
-                return False
-        return True
+        return _pipelined(chunks, _InProcess(), ahead, runtime, job, stop, progress)
     # spawn, not fork: this process holds database connections and their threads
     with multiprocessing.get_context("spawn").Pool(processes, _start_mapping, (mapper, True)) as pool:
-        _pipelined(itertools.chain(first, chunks), pool, processes * AHEAD_PER_PROCESS, runtime, job, stop, progress)
-    return not stop.is_set()
+        return _pipelined(chunks, pool, ahead, runtime, job, stop, progress)
 
 
-def _pipelined(chunks, pool, ahead: int, runtime, job: Import, stop: threading.Event, progress) -> None:
+def _pipelined(chunks, pool, ahead: int, runtime, job: Import, stop: threading.Event, progress) -> bool:
     """Read and hand out chunks on this thread; take them back in file order and store them on a
     writer thread. A store is mostly SQLite or the network, without the interpreter lock, so
-    reading the next chunks goes on meanwhile. At most `ahead` chunks are out at once."""
+    reading the next chunks goes on meanwhile. At most `ahead` chunks are out at once. Returns
+    False when `stop` ended it before the last chunk."""
     slots, handed = threading.Semaphore(ahead), SimpleQueue()
     failed: list = []
 
@@ -197,6 +194,7 @@ def _pipelined(chunks, pool, ahead: int, runtime, job: Import, stop: threading.E
 
     writer = threading.Thread(target=write, name="import-writer", daemon=True)
     writer.start()
+    finished = False
     try:
         for part in chunks:
             slots.acquire()
@@ -205,11 +203,29 @@ def _pipelined(chunks, pool, ahead: int, runtime, job: Import, stop: threading.E
             handed.put(pool.apply_async(map_chunk, (part, runtime.now_ms())))
             if stop.is_set():
                 break
+        else:
+            finished = True
     finally:
         handed.put(None)  # chunks handed out are stored, in order, even when stopping
         writer.join()
     if failed:
         raise failed[0]
+    return finished
+
+
+class _InProcess:
+    """The pool for a small import: each chunk is mapped here, on the reading thread, at once."""
+
+    def apply_async(self, function, args):
+        return _Done(function(*args))
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value
 
 
 def _chunks(items: Iterator[Item], skip_to: int, size: int) -> Iterator[list[Item]]:

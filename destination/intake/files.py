@@ -16,6 +16,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
+from destination.errors import first_line
 from destination.payload import exact
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -123,7 +124,7 @@ def parsed(item: Item) -> Item:
         item.event = exact.loads(item.raw)
     except ValueError as exc:
         item.raw = item.raw[:KEPT_BYTES]
-        item.problem = ("malformed_json", f"not JSON: {str(exc).splitlines()[0][:200]}")
+        item.problem = ("malformed_json", f"not JSON: {first_line(exc)}")
     return item
 
 

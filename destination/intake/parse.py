@@ -4,7 +4,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
-from destination.errors import BadRequest, EventRefused, PayloadTooLarge
+from destination.errors import BadRequest, EventRefused, PayloadTooLarge, first_line
 from destination.payload import exact
 from destination.payload.timestamps import format_ms, skew_corrected
 
@@ -45,7 +45,7 @@ def parse_body(body: bytes, max_events: int) -> Envelope:
     try:
         document = exact.loads(body)
     except (ValueError, RecursionError) as exc:
-        raise BadRequest(f"body is not valid JSON: {_short(exc)}", code="malformed_json") from None
+        raise BadRequest(f"body is not valid JSON: {first_line(exc)}", code="malformed_json") from None
     if isinstance(document, list):
         envelope = Envelope(document)
     elif isinstance(document, dict) and "batch" in document:
@@ -126,7 +126,3 @@ def _batch_envelope(document: dict) -> Envelope:
 
 def _text(value) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _short(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

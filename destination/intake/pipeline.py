@@ -165,12 +165,11 @@ def _found_by(event) -> tuple:
     """The messageId and the customer (userId, else anonymousId) a refused event is searched by."""
     if not isinstance(event, dict):
         return None, None
-    customer = event.get("userId") or event.get("anonymousId")
-    return _searchable(event.get("messageId")), _searchable(customer if isinstance(customer, str) else None)
+    return _searchable(event.get("messageId")), _searchable(event.get("userId") or event.get("anonymousId"))
 
 
 def _searchable(message_id) -> str | None:
-    """The messageId the delivery log is searched by, when it is text a database can hold."""
+    """A messageId or customer id to search by, when it is text a database can hold."""
     return message_id if isinstance(message_id, str) and "\x00" not in message_id else None
 
 

@@ -10,8 +10,7 @@ JOURNEY_OUTBOX = ("id, transaction_id, message_id, customer_id, received_at_ms, 
 JOURNEY_DEAD = ("id, transaction_id, message_id, customer_id, code, reason, stage, mapping_version, received_at_ms,"
                 " dead_lettered_at_ms, attempts, payload, raw")
 IMPORT_COLUMNS = "id, name, fingerprint, who, started_ms, updated_ms, status, position, counts"
-# The columns an event is found by, per key of a search
-FOUND_BY = {"message_id": "message_id", "transaction_id": "transaction_id", "customer_id": "customer_id"}
+FOUND_BY = ("message_id", "transaction_id", "customer_id")  # the columns a journey search may use
 
 
 class Records:
@@ -28,11 +27,12 @@ class Records:
         events, owners = self._row("SELECT count(*), count(DISTINCT owner) FROM leases WHERE until_ms > ?", (now_ms,))
         return {"events": events, "processes": owners}
 
-    def journey(self, key: str, value: str, limit: int = 20) -> dict:
+    def journey(self, column: str, value: str, limit: int = 20) -> dict:
         """An event's rows still queued and its dead letters, by messageId, transaction_id or customer,
         newest first. The outbox has no index on these (each would slow every accept), so a
         search reads the queue: fine for a backlog of thousands, a few seconds for millions."""
-        column = FOUND_BY[key]
+        if column not in FOUND_BY:  # it is spliced into the SQL
+            raise ValueError(f"no search by {column!r}")
         return {"queued": self._dicts(f"SELECT {JOURNEY_OUTBOX} FROM outbox WHERE {column} = ? ORDER BY id DESC LIMIT ?",
                                       (value, limit)),
                 "dead_letters": self._dicts(f"SELECT {JOURNEY_DEAD} FROM dead_letters WHERE {column} = ?"

@@ -170,7 +170,7 @@ class SQLQueue(Records):
 
     def _record_problems(self, db, problems, now_ms: int) -> None:
         """One upsert per (reason, event_type) in the request, however many events share it."""
-        minute = now_ms - now_ms % 60_000
+        minute = tallies.minute_of(now_ms)
         counts: dict = {}
         latest: dict = {}
         for problem in problems:
@@ -219,7 +219,7 @@ class SQLQueue(Records):
     def billing_problems(self, since_ms: int) -> dict:
         with self._read() as db:
             counts = db.execute("SELECT minute_ms, reason, event_type, count FROM billing_problem_counts"
-                                " WHERE minute_ms >= ? ORDER BY minute_ms", (since_ms - since_ms % 60_000,)).fetchall()
+                                " WHERE minute_ms >= ? ORDER BY minute_ms", (tallies.minute_of(since_ms),)).fetchall()
             examples = db.execute("SELECT reason, event_type, at_ms, transaction_id, customer_id, message, payload"
                                   " FROM billing_problem_examples WHERE at_ms >= ? ORDER BY at_ms DESC",
                                   (since_ms,)).fetchall()
@@ -411,7 +411,7 @@ class SQLQueue(Records):
         grow with time, so every attempt below the first newer row goes: a walk over the rows being
         deleted, with no index on time to keep up."""
         with self._write(durable=False) as db:
-            db.execute("DELETE FROM delivery_counts WHERE minute_ms < ?", (before_ms - before_ms % tallies.MINUTE_MS,))
+            db.execute("DELETE FROM delivery_counts WHERE minute_ms < ?", (tallies.minute_of(before_ms),))
             return db.execute(
                 "DELETE FROM delivery_log WHERE id < coalesce((SELECT id FROM delivery_log WHERE at_ms >= ? ORDER BY id"
                 " LIMIT 1), (SELECT max(id) + 1 FROM delivery_log))", (before_ms,)).rowcount

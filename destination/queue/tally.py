@@ -12,10 +12,15 @@ import os
 import threading
 from collections import Counter
 
-# In the order an event meets them; the Delivery view draws a series for each.
 log = logging.getLogger("destination.queue")
+# In the order an event meets them; the Delivery view draws a series for each.
 KINDS = ("received", "accepted", "filtered", "refused", "delivered", "retried", "dead_lettered")
 MINUTE_MS = 60_000
+
+
+def minute_of(ms: int) -> int:
+    """The start of the minute `ms` falls in: the key every per-minute counter is stored under."""
+    return ms - ms % MINUTE_MS
 
 
 def accepted(counts: dict, refusal_codes: list[str], via: str) -> Counter:
@@ -38,7 +43,7 @@ def retry_reason(status: int | None) -> str:
 
 def upsert_rows(tally: Counter, now_ms: int, shard: int) -> list[tuple]:
     """(minute_ms, kind, reason, shard, count) rows, in key order so concurrent writers lock alike."""
-    minute = now_ms - now_ms % MINUTE_MS
+    minute = minute_of(now_ms)
     return [(minute, kind, reason, shard, count) for (kind, reason), count in sorted(tally.items()) if count]
 
 
@@ -77,7 +82,7 @@ class Buffer:
         self._stop = threading.Event()
 
     def add(self, tally: Counter, now_ms: int) -> None:
-        minute = now_ms - now_ms % MINUTE_MS
+        minute = minute_of(now_ms)
         with self._lock:
             self._adopt()
             for (kind, reason), count in tally.items():

@@ -7,9 +7,7 @@ process stops every process that delivers from the same database.
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -20,6 +18,7 @@ from destination.payload.validate import outside_window, window_reason
 from destination.queue import senders
 from destination.queue.halt import PAUSED_UNTIL, clear_halt, halt_state, set_halt
 from destination.queue.tally import retry_reason
+from destination.queue.owners import process_identity
 from destination.queue.outbox import Claim, ClaimedEvent, DeliveryNote, Queue
 from destination.worker import batch as batching
 from destination.worker.retry import DeadLetter, Delivered, Halt, RetryLater, RetryPolicy, Split, decide
@@ -65,7 +64,7 @@ class Worker:
         self._pruned_at = 0.0
         self._peak_in_flight = 0  # the most requests out at once since the last report (queue/senders.py)
         self._reported_at = float("-inf")
-        self.process = ""  # host:pid, set when delivery starts in the process that delivers
+        self.process = ""  # as claims name it (owners.py), set when delivery starts in the process that delivers
 
     def run(self, stop: threading.Event) -> None:
         """Deliver until `stop` is set; the batch in flight finishes, the rest of the claim goes back."""
@@ -80,7 +79,7 @@ class Worker:
                 billing.join(BILLING_STOP_S)
 
     def _deliver_until(self, stop: threading.Event) -> None:
-        self.process = f"{socket.gethostname()}:{os.getpid()}"
+        self.process = process_identity()
         while not stop.is_set():
             try:
                 self._prune_log()
