@@ -16,6 +16,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -42,6 +43,10 @@ LATENCY = Histogram("destination_delivery_latency_seconds", "From receipt to Met
 UNBILLABLE = Counter("destination_events_unbillable", "Accepted usage events that will bill nothing (or may not), by reason "
                      "and event_type.", ["reason", "event_type"])
 EVENT_TYPE_LABELS = 200  # event_type comes from senders: past this many distinct values, the rest count as "other"
+SEND_WINDOW = Gauge("destination_send_window", "Requests to Metronome each delivering process may have in flight "
+                    "now (adaptive concurrency), summed over live processes.", multiprocess_mode="livesum")
+WINDOW_CUTS = Counter("destination_send_window_cuts", "Times the send window was cut, by reason: 429, 5xx, timeout, "
+                      "network, or rtt (Metronome's round trip grew).", ["reason"])
 REQUEST_SECONDS = Histogram("destination_metronome_request_seconds", "Duration of one /v1/ingest request.",
                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 

@@ -144,6 +144,9 @@ class Queue(Protocol):
     def take_lease(self, name: str, owner: str, ttl_ms: int, now_ms: int) -> bool:
         """Hold a named lease shared by every process, if free, expired or already this owner's."""
 
+    def raise_state(self, key: str, value: int) -> None:
+        """Set a numeric state to `value` unless it holds a larger one already."""
+
     def ping(self) -> None: ...
 
     def write_probe(self) -> None:

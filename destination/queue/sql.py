@@ -216,6 +216,13 @@ class SQLQueue(Records):
             held = db.execute("SELECT value FROM sender_state WHERE key = ?", (name,)).fetchone()[0]
         return held == value
 
+    def raise_state(self, key: str, value: int) -> None:
+        """Set a numeric state to `value` unless it already holds a larger one, in one statement,
+        so two processes writing at once keep the larger."""
+        with self._write(durable=False) as db:
+            db.execute("INSERT INTO sender_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET"
+                       " value = excluded.value WHERE CAST(sender_state.value AS BIGINT) < ?", (key, str(value), value))
+
     def billing_problems(self, since_ms: int) -> dict:
         with self._read() as db:
             counts = db.execute("SELECT minute_ms, reason, event_type, count FROM billing_problem_counts"

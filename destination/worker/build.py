@@ -16,7 +16,7 @@ def build_worker(settings, queue, clock=None) -> Worker:
     sender = Sender(settings.metronome_base_url, settings.metronome_api_token,
                     connect_timeout_s=settings.connect_timeout_seconds,
                     read_timeout_s=settings.read_timeout_seconds, gzip_level=settings.gzip_level,
-                    connections=settings.sends_in_flight)
+                    connections=max(settings.sends_in_flight, settings.max_sends_in_flight))
     policy = RetryPolicy(settings.retry_base_seconds, settings.retry_cap_seconds, settings.halt_probe_seconds)
     kwargs = {"clock": clock} if clock else {}
     if settings.billing_check != "OFF":
@@ -30,6 +30,8 @@ def build_worker(settings, queue, clock=None) -> Worker:
                             settings.billing_verify_interval_seconds)
         kwargs["billing"] = Background(refresher, verifier)
     return Worker(queue, sender, policy=policy, lease_s=settings.lease_seconds, claim_size=settings.claim_size,
-                  sends_in_flight=settings.sends_in_flight,
+                  sends_in_flight=settings.sends_in_flight, max_sends_in_flight=settings.max_sends_in_flight,
+                  adaptive=settings.adaptive_concurrency, probe_ttl_s=settings.connect_timeout_seconds
+                  + settings.read_timeout_seconds + 5,
                   idle_s=settings.poll_interval_seconds, max_events=settings.batch_max_events,
                   max_bytes=settings.batch_max_bytes, log_retention_s=settings.delivery_log_days * 86400, **kwargs)

@@ -152,7 +152,8 @@ class CountingQueue:
         return getattr(self.queue, name)
 
 
-def test_a_claim_of_ten_batches_is_acked_in_one_transaction(settings, queue, sandbox, app, clock):
+def test_a_thousand_delivered_events_are_acked_in_one_transaction(settings, queue, sandbox, app, clock):
+    """The acker commits once it holds ACK_EVERY_EVENTS (1,000), here before its timer could."""
     from destination.worker.build import build_worker
 
     answer = app.test_client().post("/v1/events", json=[track(f"b{i:04d}", clock.iso()) for i in range(1000)],
@@ -160,6 +161,7 @@ def test_a_claim_of_ten_batches_is_acked_in_one_transaction(settings, queue, san
     assert answer.json["accepted"] == 1000
     counting = CountingQueue(queue)
     worker = build_worker(settings, counting, clock=clock)
+    worker._acker.wait_s = 60
     worker.step()
     assert (len(sandbox.state.requests), counting.ack_calls, queue.depth()) == (10, [10], 0)
     assert len(queue.search_deliveries(customer_id="cust_1", limit=2000)) == 1000  # each attempt still logged
@@ -187,24 +189,25 @@ def test_a_round_of_batches_is_in_flight_at_once(settings, queue, sandbox, app, 
     assert sorted(delivered_ids(sandbox)) == [f"r{i:03d}" for i in range(400)]
 
 
-def test_delivered_batches_are_acked_before_a_failure_is_recorded(settings, queue, sandbox, app, clock):
+def test_a_503_sets_its_batch_aside_and_the_others_are_delivered_and_acked(settings, queue, sandbox, app, clock):
     from destination.worker.build import build_worker
 
     cue(sandbox, script=[{"status": 200}, {"status": 200}, {"status": 503}])
     app.test_client().post("/v1/events", json=[track(f"f{i:03d}", clock.iso()) for i in range(500)],
                            auth=("test-write-key", ""))
     counting = CountingQueue(queue)
-    # One batch at a time, so the sandbox's third answer falls on the third batch.
     build_worker(settings.replace(sends_in_flight=1), counting, clock=clock).step()
     assert statuses(sandbox) == [200, 200, 503, 200, 200]  # a 503 sets one batch aside; the rest go on
-    assert counting.ack_calls == [2, 2] and queue.depth() == 100  # acked before the retry, then at the end
+    assert sum(counting.ack_calls) == 4 and queue.depth() == 100
     log = queue.search_deliveries(customer_id="cust_1", limit=1000)
-    assert [row["outcome"] for row in reversed(log)] == ["delivered"] * 200 + ["retry"] * 100 + ["delivered"] * 200
+    assert sorted(row["outcome"] for row in log) == ["delivered"] * 400 + ["retry"] * 100
+    retried = {row["transaction_id"] for row in log if row["outcome"] == "retry"}
+    assert len(retried) == 100 and not retried & set(delivered_ids(sandbox))  # the refused batch, still queued
 
 
 def test_with_metronome_unreachable_one_batch_probes_and_the_pause_grows(settings, queue, app, clock):
     from destination.worker.build import build_worker
-    from destination.worker.loop import PAUSED_UNTIL
+    from destination.queue.halt import PAUSED_UNTIL
 
     app.test_client().post("/v1/events", json=[track(f"u{i:03d}", clock.iso()) for i in range(500)],
                            auth=("test-write-key", ""))
@@ -224,40 +227,37 @@ def test_with_metronome_unreachable_one_batch_probes_and_the_pause_grows(setting
 
 
 def test_send_threads_are_kept_between_rounds_and_a_stuck_one_is_replaced():
-    """The worker's sends in flight run on threads that outlive a round; a thread stuck in a
-    request (past the shutdown grace, say) does not hold up the next round."""
+    """The worker's requests run on threads that outlive a round; a thread stuck in a request
+    (past the shutdown grace, say) does not hold up the next one."""
     import threading
 
-    from destination.worker.loop import SendThreads
+    from destination.worker.threads import Threads
 
-    threads = SendThreads()
+    threads = Threads()
     ran_on: list[tuple[int, int]] = []
 
-    def job(arg):
-        ran_on.append((arg, threading.get_ident()))
+    def run_round(args):
+        done = threading.Semaphore(0)
+        for arg in args:
+            threads.submit(lambda arg=arg: (ran_on.append((arg, threading.get_ident())), done.release()))
+        for _ in args:
+            assert done.acquire(timeout=10)
 
     for _ in range(3):
-        threads.run(job, [1, 2, 3], then=lambda: job(0))
-    assert sorted(arg for arg, _ in ran_on) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-    assert threads.started == 3  # made in the first round, kept for the others
-    assert threading.get_ident() not in {ident for arg, ident in ran_on if arg}
+        run_round([1, 2, 3])
+    assert sorted(arg for arg, _ in ran_on) == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert threads.started <= 3  # made in the first round at most, kept for the others
+    assert threading.get_ident() not in {ident for _, ident in ran_on}
 
+    kept = threads.started
     started, release = threading.Event(), threading.Event()
-
-    def stuck_job(_arg):
-        started.set()
-        release.wait(30)
-
-    stuck = threading.Thread(target=threads.run, args=(stuck_job, ["stuck"], lambda: None), daemon=True)
-    stuck.start()
-    assert started.wait(10)  # one of the three helpers is now held by a hung request
+    threads.submit(lambda: (started.set(), release.wait(30)))
+    assert started.wait(10)  # one thread is now held by a hung request
     ran_on.clear()
-    threads.run(job, [1, 2, 3], then=lambda: job(0))
-    assert sorted(arg for arg, _ in ran_on) == [0, 1, 2, 3]
-    assert threads.started == 4  # a fourth took the stuck one's place
+    run_round([1, 2, 3])
+    assert sorted(arg for arg, _ in ran_on) == [1, 2, 3]
     release.set()
-    stuck.join(10)
-    assert not stuck.is_alive()
+    assert threads.started <= kept + 1  # at most one more, for the stuck one's place
 
 
 def _serve_process(settings, sandbox, port: int, log_path):
