@@ -7,6 +7,8 @@ over `max_property_bytes` (256 by default) rejects the whole batch too.
 """
 from __future__ import annotations
 
+import math
+
 import re
 from datetime import datetime
 
@@ -47,6 +49,17 @@ def event_problem(event, now_s: float, max_property_bytes: int) -> str | None:
     return None
 
 
+def take_token(bucket: dict, now_s: float) -> float:
+    """Take a request from a token bucket (`per_s`, `burst`, `tokens`, `at`); return 0 when it is
+    admitted, else the seconds until a token is free."""
+    bucket["tokens"] = min(bucket["burst"], bucket["tokens"] + (now_s - bucket["at"]) * bucket["per_s"])
+    bucket["at"] = now_s
+    if bucket["tokens"] >= 1:
+        bucket["tokens"] -= 1
+        return 0.0
+    return (1 - bucket["tokens"]) / bucket["per_s"]
+
+
 def reply(entry: dict, status: int, message: str | None = None, headers=None) -> Response:
     entry["status"] = status
     body = orjson.dumps({"message": message}) if message is not None else b""
@@ -58,6 +71,11 @@ def answer(ledger: Ledger, raw: bytes, entry: dict) -> Response:
     auth = request.headers.get("Authorization", "")
     if not auth.startswith("Bearer ") or auth[7:] not in ledger.tokens:
         return reply(entry, 403 if auth.startswith("Bearer ") else 401, "Unauthorized")
+    if ledger.rate_limit:
+        wait_s = take_token(ledger.rate_limit, ledger.clock())
+        if wait_s:
+            return reply(entry, 429, "rate limit exceeded (sandbox)", {
+                "Retry-After": str(max(1, math.ceil(wait_s))), "retry-after-ms": str(math.ceil(wait_s * 1000))})
     if ledger.script:
         cue = ledger.script.popleft()
         if cue.get("status", 200) != 200:

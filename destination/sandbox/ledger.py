@@ -158,6 +158,8 @@ class Ledger:
         self.hung = threading.Event()
         self.release = threading.Event()
         self.api_fault: dict | None = None  # every route but ingest answers this status while set
+        self.rate_limit: dict | None = None  # ingest's token bucket: per_s, burst, tokens, at
+        self.latency_s = 0.0  # every ingest answer is held this long, as a round trip over the internet
         # The billing side.
         self.records: dict[str, list[Record]] = {}  # transaction_id -> the original, then each duplicate
         self.seq = 0

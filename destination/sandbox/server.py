@@ -64,6 +64,8 @@ def create_sandbox(tokens=("sandbox-token",), clock=time.time,
             entry = {"at": book.clock(), "status": None, "transaction_ids": []}
             book.requests.append(entry)
             answer = ingest.answer(book, raw, entry)
+        if book.latency_s:
+            time.sleep(book.latency_s)
         if book.hang_s and entry["status"] == 200:
             book.hung.set()
             book.release.wait(book.hang_s)  # the client is meant to die while waiting here
@@ -99,6 +101,12 @@ def _readback_routes(app: Flask, book: Ledger) -> None:
                 book.tokens = set(spec["tokens"])
             if "api" in spec:  # every route but ingest answers this until cleared with {"api": null}
                 book.api_fault = spec["api"]
+            if "rate_limit" in spec:  # {"per_s": 50, "burst": 10}: 429 beyond it; null lifts it
+                limit = spec["rate_limit"]
+                book.rate_limit = limit and {"per_s": float(limit["per_s"]), "burst": float(limit.get("burst", 1)),
+                                             "tokens": float(limit.get("burst", 1)), "at": book.clock()}
+            if "latency_s" in spec:
+                book.latency_s = float(spec["latency_s"])
             if "hang_s" in spec:
                 book.hang_s = float(spec["hang_s"])
                 if book.hang_s:

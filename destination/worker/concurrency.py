@@ -120,7 +120,10 @@ def _grow(window: Window, answer: Answer) -> Window:
     while the window was full; an idle window proves nothing about the destination's room."""
     limit = window.limit
     if answer.in_flight >= window.size:
-        limit = min(float(window.ceiling), limit + 1 / limit)
+        # Until the first cut, one more per answer: the window doubles each round trip (TCP's
+        # slow start), so a worker reaches its pace in a few round trips, not dozens.
+        step = 1.0 if window.cut_at_s == -math.inf else 1 / limit
+        limit = min(float(window.ceiling), limit + step)
     rate = window.rate
     if rate is not None:
         rate += max(1.0, RATE_GROWTH * rate) / rate  # per answer, so about that much a second each second

@@ -11,13 +11,15 @@ def answer(kind="ok", rtt=0.05, in_flight=4, rate=80.0, sent_at=10.0):
     return Answer(kind, rtt, in_flight, rate, sent_at)
 
 
-W = Window(limit=4.0, ceiling=64, rtt_s=0.05, base_rtt_s=0.05)
+W = Window(limit=4.0, ceiling=64, rtt_s=0.05, base_rtt_s=0.05, cut_at_s=1.0)  # past its slow start
 
 CASES = [
     # (name, window before, answer, now, limit after, rate after, reason)
     ("a full window that is answered grows by 1/limit", W, answer(), 10.1, 4.25, None, None),
+    ("before any cut, a full window grows by one per answer", Window(4.0, 64, rtt_s=0.05, base_rtt_s=0.05), answer(),
+     10.1, 5.0, None, None),
     ("a window not full proves nothing: it stays", W, answer(in_flight=2), 10.1, 4.0, None, None),
-    ("growth stops at the ceiling", Window(64.0, 64, rtt_s=0.05, base_rtt_s=0.05), answer(in_flight=64), 10.1, 64.0, None, None),
+    ("growth stops at the ceiling", Window(64.0, 64, rtt_s=0.05, base_rtt_s=0.05, cut_at_s=1.0), answer(in_flight=64), 10.1, 64.0, None, None),
     ("a 429 cuts the window and sets a rate below the rate sent", W, answer("throttled", rate=80), 10.1, 2.8, 68.0, "429"),
     ("a 5xx cuts the window", W, answer("failed"), 10.1, 2.8, None, "5xx"),
     ("a timeout cuts the window", W, answer("timeout", rtt=30), 10.1, 2.8, None, "timeout"),
@@ -28,13 +30,13 @@ CASES = [
      10.1, 2.8, None, "5xx"),
     ("the window never goes below one", Window(1.2, 64), answer("failed"), 10.1, 1.0, None, "5xx"),
     ("a round trip grown past twice the base, by more than 20 ms, cuts", W, answer(rtt=0.5), 10.6, 2.8, None, "rtt"),
-    ("a loopback round trip that doubles by 2 ms does not", Window(4.0, 64, rtt_s=0.002, base_rtt_s=0.002),
+    ("a loopback round trip that doubles by 2 ms does not", Window(4.0, 64, rtt_s=0.002, base_rtt_s=0.002, cut_at_s=1.0),
      answer(rtt=0.006), 10.1, 4.25, None, None),
     ("a second 429 lowers the rate from the ceiling, not the rate sent",
      Window(4.0, 64, rate=50.0, rtt_s=0.05, base_rtt_s=0.05, rate_cut_at_s=5.0), answer("throttled", rate=70), 10.1, 2.8, 42.5, "429"),
     ("a 429 from before the rate's last cut leaves the rate", Window(4.0, 64, rate=50.0, rate_cut_at_s=10.05, cut_at_s=10.05),
      answer("throttled", rate=70), 10.1, 4.0, 50.0, None),
-    ("the rate grows by 1/rate with each answer", Window(4.0, 64, rate=50.0, rtt_s=0.05, base_rtt_s=0.05),
+    ("the rate grows by 1/rate with each answer", Window(4.0, 64, rate=50.0, rtt_s=0.05, base_rtt_s=0.05, cut_at_s=1.0),
      answer(in_flight=2, rate=50), 10.1, 4.0, 50.02, None),
     ("a rate far above what is sent, with room in the window, is dropped", Window(4.0, 64, rate=50.0, rtt_s=0.05, base_rtt_s=0.05),
      answer(in_flight=1, rate=10), 10.1, 4.0, None, None),

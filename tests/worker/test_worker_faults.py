@@ -98,10 +98,10 @@ def test_events_past_the_window_before_delivery_are_dead_lettered(app, queue, se
     assert (letter["transaction_id"], letter["code"]) == ("ageing", "timestamp_too_old")
 
 
-def _worker_process(settings, sandbox, log_path):
+def _worker_process(settings, sandbox, log_path, **extra):
     env = {**os.environ, **store_env(settings), "METRONOME_BASE_URL": sandbox.url,
            "METRONOME_API_TOKEN": TOKEN, "LEASE_SECONDS": "1", "POLL_INTERVAL_SECONDS": "0.05",
-           "MAPPINGS_PATH": settings.mappings_path}
+           "MAPPINGS_PATH": settings.mappings_path, **extra}
     with open(log_path, "ab") as log:
         return subprocess.Popen([sys.executable, "-m", "destination", "worker"], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
