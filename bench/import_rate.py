@@ -39,15 +39,6 @@ def write_file(path: Path, events: int) -> None:
                                for mid in loadgen.uuid4_texts(min(10_000, events - start))))
 
 
-def peak_rss_mb(pid: int) -> float | None:
-    """A process's peak resident set so far (VmHWM), or None once it is gone."""
-    try:
-        with open(f"/proc/{pid}/status") as status:
-            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return None
-
-
 def import_once(path: Path, store: dict) -> dict:
     """One `metronome-destination import` as a user runs it: its wall time, and the peak RSS of
     it and of each mapping process, watched every 50 ms (a peak is kept by the kernel, so only a
@@ -59,7 +50,7 @@ def import_once(path: Path, store: dict) -> dict:
     peaks: dict = {}
     while process.poll() is None:
         for pid in [process.pid, *loadgen.children(process.pid)]:
-            if (rss := peak_rss_mb(pid)) is not None:
+            if (rss := loadgen.peak_rss_mb(pid)) is not None:
                 peaks[pid] = max(rss, peaks.get(pid, 0))
         time.sleep(0.05)
     seconds = time.perf_counter() - started

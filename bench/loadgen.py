@@ -144,6 +144,15 @@ def cpu_seconds(pid: int, with_children: bool = False) -> float | None:
     return sum(int(f[11]) + int(f[12]) for f in fields) / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss_mb(pid: int) -> float | None:
+    """A process's peak resident set so far (VmHWM), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+
+
 def median_of(runs: list[dict], key: str) -> float | None:
     """The median of a figure some runs may lack (None: /proc was not there), rounded; None if all lack it."""
     figures = [r[key] for r in runs if r[key] is not None]
