@@ -144,6 +144,11 @@ class Queue(Protocol):
     def take_lease(self, name: str, owner: str, ttl_ms: int, now_ms: int) -> bool:
         """Hold a named lease shared by every process, if free, expired or already this owner's."""
 
+    def drop_lease(self, name: str, owner: str) -> None:
+        """Free the named lease if `owner` still holds it."""
+
+    def lease_holder(self, name: str) -> str | None: ...
+
     def raise_state(self, key: str, value: int) -> None:
         """Set a numeric state to `value` unless it holds a larger one already."""
 

@@ -211,17 +211,28 @@ class SQLQueue(Records):
         value = f"{now_ms + ttl_ms:015d} {owner}"
         with self._write(durable=False) as db:
             db.execute("INSERT INTO sender_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET"
-                       " value = excluded.value WHERE sender_state.value < ? OR substr(sender_state.value, 17) = ?",
+                       " value = excluded.value WHERE sender_state.value IS NULL OR sender_state.value < ?"
+                       " OR substr(sender_state.value, 17) = ?",
                        (name, value, f"{now_ms:015d}", owner))
             held = db.execute("SELECT value FROM sender_state WHERE key = ?", (name,)).fetchone()[0]
         return held == value
+
+    def drop_lease(self, name: str, owner: str) -> None:
+        """Free the named lease if `owner` still holds it (expired or not)."""
+        with self._write(durable=False) as db:
+            db.execute("DELETE FROM sender_state WHERE key = ? AND substr(value, 17) = ?", (name, owner))
+
+    def lease_holder(self, name: str) -> str | None:
+        value = self.get_state(name)
+        return value[16:] if value else None
 
     def raise_state(self, key: str, value: int) -> None:
         """Set a numeric state to `value` unless it already holds a larger one, in one statement,
         so two processes writing at once keep the larger."""
         with self._write(durable=False) as db:
             db.execute("INSERT INTO sender_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET"
-                       " value = excluded.value WHERE CAST(sender_state.value AS BIGINT) < ?", (key, str(value), value))
+                       " value = excluded.value WHERE sender_state.value IS NULL OR CAST(sender_state.value AS BIGINT) < ?",
+                       (key, str(value), value))
 
     def billing_problems(self, since_ms: int) -> dict:
         with self._read() as db:

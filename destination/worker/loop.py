@@ -20,7 +20,7 @@ from destination.payload.validate import outside_window, window_reason
 from destination.queue import senders
 from destination.queue.halt import PROBE, paused_until
 from destination.queue.outbox import ClaimedEvent, Queue
-from destination.queue.owners import process_identity
+from destination.queue.owners import owner_is_dead, process_identity
 from destination.worker import batch as batching
 from destination.worker import concurrency
 from destination.worker.acks import Acker
@@ -102,7 +102,8 @@ class Worker:
                 stop.wait(wait)
         try:
             senders.leave(self.queue, self.process)
-        except Exception:  # the store is gone at shutdown: the report goes stale by itself
+            self.queue.drop_lease(PROBE, self.probe_owner)  # if this process was to probe, another will
+        except Exception:  # the store is gone at shutdown: the report goes stale, the lease runs out
             log.warning("could not withdraw this process's sending report", exc_info=True)
 
     def _report_sending(self) -> None:
@@ -139,9 +140,29 @@ class Worker:
         until = paused_until(self.queue)
         if until is not None and until > now_ms:
             return min((until - now_ms) / 1000, self.policy.halt_probe_s)
-        if until is not None and not self.queue.take_lease(PROBE, self.process, self.probe_ttl_ms, now_ms):
+        if until is not None and not self._take_probe(now_ms):
             return PROBE_WAIT_S  # the pause is over and another process probes: wait for its answer
         return Round(self, stop, probing=until is not None).run()
+
+    def _take_probe(self, now_ms: int) -> bool:
+        """Take the lease to send the one probe after a pause. A holder that died on this host
+        (kill -9, a recycled web process) is not waited out: its lease is dropped at once."""
+        held = self.queue.get_state(PROBE)  # read first: processes waiting on a probe poll, and a read is cheaper
+        holder = held[16:] if held else None
+        if held and holder != self.probe_owner and int(held[:15]) > now_ms and not owner_is_dead(holder):
+            return False
+        if self.queue.take_lease(PROBE, self.probe_owner, self.probe_ttl_ms, now_ms):
+            return True
+        holder = self.queue.lease_holder(PROBE)
+        if holder and owner_is_dead(holder):
+            log.warning("the process probing Metronome (%s) no longer runs; this one takes over", holder)
+            self.queue.drop_lease(PROBE, holder)
+            return self.queue.take_lease(PROBE, self.probe_owner, self.probe_ttl_ms, now_ms)
+        return False
+
+    @property
+    def probe_owner(self) -> str:
+        return f"{self.process}/probe"  # owners.py's form, so another process can tell if it died
 
     def _recovered(self, now_ms: int) -> None:
         """A probe got through after failures: Metronome is back, so what waits on a backoff goes

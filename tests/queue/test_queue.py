@@ -173,6 +173,26 @@ def test_shared_state_round_trips(open_store):
     assert queue.get_state("paused_until_ms") is None
 
 
+def test_a_pause_is_only_ever_lengthened_and_one_process_holds_the_probe(open_store):
+    from destination.queue.halt import PROBE, end_pause, pause, paused_until
+
+    queue, other = open_store(), open_store()
+    pause(queue, 5_000)
+    pause(other, 3_000)  # an answer that came later but said less: it must not shorten the pause
+    assert paused_until(queue) == 5_000
+    pause(other, 12_000)
+    assert paused_until(queue) == 12_000
+    assert queue.take_lease(PROBE, "host:1:a", 60_000, now_ms=12_000)
+    assert not other.take_lease(PROBE, "host:2:b", 60_000, now_ms=12_001)  # the other process waits
+    assert queue.take_lease(PROBE, "host:1:a", 60_000, now_ms=12_002)  # the holder probes again after a failure
+    assert other.take_lease(PROBE, "host:2:b", 60_000, now_ms=72_003)  # a prober that died hands it on
+    end_pause(other)
+    assert paused_until(queue) is None and queue.get_state(PROBE) is None
+    pause(queue, 1_000)  # after the end, a new pause starts from nothing, and its probe is free to take
+    assert paused_until(other) == 1_000
+    assert other.take_lease(PROBE, "host:2:b", 60_000, now_ms=1_000)
+
+
 def test_concurrent_claimers_never_share_an_event(open_store):
     """Six claimers on separate connections race for 600 events: each event goes to exactly one."""
     queue = open_store()

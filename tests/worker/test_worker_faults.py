@@ -47,6 +47,19 @@ def test_429_with_retry_after_2_sends_nothing_for_2_seconds(service, sandbox, cl
     assert second["at"] - first["at"] >= 2.0
 
 
+def test_a_second_429_after_a_probe_got_through_pauses_again(service, sandbox, clock):
+    """The first pause ends with a probe's 200, which clears it; the next 429 must start a new one."""
+    cue(sandbox, script=[{"status": 429, "headers": {"Retry-After": "1"}}, {"status": 200},
+                         {"status": 429, "headers": {"Retry-After": "1"}}])
+    service.post([track("first", clock.iso())])
+    wait_until(lambda: delivered_ids(sandbox) == ["first"], message="the first event, after its pause")
+    service.post([track("second", clock.iso())])
+    wait_until(lambda: sorted(delivered_ids(sandbox)) == ["first", "second"], message="the second, after its own pause")
+    answers = sandbox.state.requests
+    assert [a["status"] for a in answers] == [429, 200, 429, 200]
+    assert answers[1]["at"] - answers[0]["at"] >= 1.0 and answers[3]["at"] - answers[2]["at"] >= 1.0
+
+
 def test_a_429_pauses_every_batch_not_just_the_one_refused(service, sandbox, clock, settings):
     """The batches sent together with the refused one land; no batch starts until the pause ends."""
     cue(sandbox, script=[{"status": 429, "headers": {"Retry-After": "1"}}])
@@ -333,3 +346,20 @@ def test_after_a_storm_of_30_500s_every_event_arrives_within_5_s_of_the_first_he
     first_healthy = answers[30]["at"]
     assert len(set(delivered_ids(sandbox))) == 2000
     assert max(r["at"] for r in answers) - first_healthy < 5.0
+
+
+def test_a_probe_lease_held_by_a_process_that_died_is_taken_over_at_once(settings, queue, sandbox, app, clock):
+    """kill -9 of the process that was to probe must not stall every other one for the lease's
+    length: a live process of the same host sees the holder is gone and probes itself."""
+    from destination.queue.halt import PROBE, pause, paused_until
+    from destination.queue.owners import HOST
+    from destination.worker.build import build_worker
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    now_ms = int(clock() * 1000)
+    assert queue.take_lease(PROBE, f"{HOST}:{gone.stdout.strip()}:1/probe", 600_000, now_ms)
+    pause(queue, now_ms - 1)  # the pause is over; its probe is held by a dead process for ten minutes
+    app.test_client().post("/v1/events", json=[track("after-death", clock.iso())], auth=("test-write-key", ""))
+    build_worker(settings, queue, clock=clock).step()
+    assert delivered_ids(sandbox) == ["after-death"]
+    assert paused_until(queue) is None and queue.get_state(PROBE) is None
