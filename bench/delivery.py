@@ -6,7 +6,7 @@ Each run queues the events, starts one worker process (`metronome-destination wo
 Procfile runs it) and times it from start to an empty queue. The cases:
 - loopback, each backend, and SQLite again with the delivery log off (DELIVERY_LOG_DAYS=0);
 - a Metronome-like round trip (the sink holds each answer 50 ms), each backend, with the
-  adaptive window and with the old fixed four in flight (ADAPTIVE_CONCURRENCY=false);
+  adaptive window and with the old fixed four in flight (FIXED_SENDS_IN_FLIGHT=true);
 - a sink that admits 50 requests a second and answers 429 beyond that (Retry-After and
   retry-after-ms), 50 ms round trip: how soon the worker settles near 50 a second, and the share
   refused after;
@@ -159,7 +159,7 @@ def one_run(case: Case, tmp: str) -> dict:
 
 def cases(args) -> list[Case]:
     backends = args.backends.split(",")
-    fixed = {"SENDS_IN_FLIGHT": "4", "ADAPTIVE_CONCURRENCY": "false"}
+    fixed = {"SENDS_IN_FLIGHT": "4", "FIXED_SENDS_IN_FLIGHT": "true"}
     out = [Case(backend, backend, args.events) for backend in backends]
     if "sqlite" in backends:
         out.append(Case("sqlite_without_log", "sqlite", args.events, env={"DELIVERY_LOG_DAYS": "0"}))

@@ -31,7 +31,7 @@ def build_worker(settings, queue, clock=None) -> Worker:
         kwargs["billing"] = Background(refresher, verifier)
     return Worker(queue, sender, policy=policy, lease_s=settings.lease_seconds, claim_size=settings.claim_size,
                   sends_in_flight=settings.sends_in_flight, max_sends_in_flight=settings.max_sends_in_flight,
-                  adaptive=settings.adaptive_concurrency, probe_ttl_s=settings.connect_timeout_seconds
+                  adaptive=not settings.fixed_sends_in_flight, probe_ttl_s=settings.connect_timeout_seconds
                   + settings.read_timeout_seconds + 5,
                   idle_s=settings.poll_interval_seconds, max_events=settings.batch_max_events,
                   max_bytes=settings.batch_max_bytes, log_retention_s=settings.delivery_log_days * 86400, **kwargs)
