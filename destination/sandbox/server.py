@@ -94,6 +94,10 @@ def _readback_routes(app: Flask, book: Ledger) -> None:
     @app.post("/sandbox/faults")
     def faults():
         spec = request.get_json(force=True)
+        # Checked before anything is applied, so a bad fault changes nothing.
+        limits = {"rate_limit": _rate_limit(spec["rate_limit"], book.clock())} if "rate_limit" in spec else {}
+        if "latency_s" in spec:
+            limits["latency_s"] = _number(spec["latency_s"], "latency_s", 0, 60)
         with book.lock:
             book.script.extend(spec.get("script", []))
             book.reject_ids.update(spec.get("reject_transaction_ids", []))
@@ -101,12 +105,8 @@ def _readback_routes(app: Flask, book: Ledger) -> None:
                 book.tokens = set(spec["tokens"])
             if "api" in spec:  # every route but ingest answers this until cleared with {"api": null}
                 book.api_fault = spec["api"]
-            if "rate_limit" in spec:  # {"per_s": 50, "burst": 10}: 429 beyond it; null lifts it
-                limit = spec["rate_limit"]
-                book.rate_limit = limit and {"per_s": float(limit["per_s"]), "burst": float(limit.get("burst", 1)),
-                                             "tokens": float(limit.get("burst", 1)), "at": book.clock()}
-            if "latency_s" in spec:
-                book.latency_s = float(spec["latency_s"])
+            for name, value in limits.items():  # rate_limit {"per_s": 50, "burst": 10}: 429 beyond it; null lifts it
+                setattr(book, name, value)
             if "hang_s" in spec:
                 book.hang_s = float(spec["hang_s"])
                 if book.hang_s:
@@ -120,6 +120,22 @@ def _readback_routes(app: Flask, book: Ledger) -> None:
         with book.lock:
             book.reset()
         return jsonify({"ok": True})
+
+
+def _number(value, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ApiError(400, f"{name} must be a number from {low:g} to {high:g}")
+    return float(value)
+
+
+def _rate_limit(limit, now_s: float) -> dict | None:
+    if limit is None:
+        return None
+    if not isinstance(limit, dict):
+        raise ApiError(400, "rate_limit must be an object like {\"per_s\": 50, \"burst\": 10}, or null")
+    per_s = _number(limit.get("per_s"), "rate_limit.per_s", 0.01, 100_000)
+    burst = _number(limit.get("burst", 1), "rate_limit.burst", 1, 100_000)
+    return {"per_s": per_s, "burst": burst, "tokens": burst, "at": now_s}
 
 
 def _totals(events) -> dict:

@@ -65,6 +65,51 @@ def test_gzip_bodies(sandbox):
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize("tokens, elapsed, wait", [
+    (10.0, 0.0, 0.0),  # a full bucket admits
+    (1.0, 0.0, 0.0),  # one token left admits
+    (0.5, 0.0, 0.01),  # half a token: half of 1/50 s to wait
+    (0.0, 0.02, 0.0),  # empty, but a fiftieth of a second refills one
+    (0.0, 0.0, 0.02),
+])
+def test_the_ingest_rate_limit_is_a_token_bucket(tokens, elapsed, wait):
+    from destination.sandbox.ingest import take_token
+
+    bucket = {"per_s": 50.0, "burst": 10.0, "tokens": tokens, "at": 100.0}
+    assert take_token(bucket, 100.0 + elapsed) == pytest.approx(wait)
+
+
+def test_a_rate_limit_on_cue_answers_429_with_both_retry_headers_and_lifts(sandbox):
+    requests.post(sandbox.url + "/sandbox/faults", json={"rate_limit": {"per_s": 1, "burst": 2}}, timeout=5)
+    answers = [ingest(sandbox, [event(f"rl{i}")]) for i in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[2].headers["Retry-After"] == "1" and 0 < int(answers[2].headers["retry-after-ms"]) <= 1000
+    assert answers[2].json()["message"] == "rate limit exceeded (sandbox)"
+    requests.post(sandbox.url + "/sandbox/faults", json={"rate_limit": None}, timeout=5)
+    assert ingest(sandbox, [event("rl3")]).status_code == 200
+    assert sorted(sandbox.state.events) == ["rl0", "rl1", "rl3"]  # the refused one was not kept
+
+
+@pytest.mark.parametrize("faults, message", [
+    ({"rate_limit": {"per_s": "fast"}}, "rate_limit.per_s must be a number from 0.01 to 100000"),
+    ({"rate_limit": {"per_s": 0}}, "rate_limit.per_s must be a number from 0.01 to 100000"),
+    ({"rate_limit": {"per_s": 5, "burst": 0.5}}, "rate_limit.burst must be a number from 1 to 100000"),
+    ({"rate_limit": [50]}, 'rate_limit must be an object like {"per_s": 50, "burst": 10}, or null'),
+    ({"latency_s": -1}, "latency_s must be a number from 0 to 60"),
+    ({"latency_s": True}, "latency_s must be a number from 0 to 60"),
+])
+def test_a_bad_fault_is_a_400_that_says_why_and_changes_nothing(sandbox, faults, message):
+    answer = requests.post(sandbox.url + "/sandbox/faults", json={**faults, "script": [{"status": 500}]}, timeout=5)
+    assert (answer.status_code, answer.json()["message"]) == (400, message)
+    assert ingest(sandbox, [event()]).status_code == 200 and sandbox.state.rate_limit is None
+
+
+def test_a_round_trip_on_cue_holds_each_ingest_answer(sandbox):
+    requests.post(sandbox.url + "/sandbox/faults", json={"latency_s": 0.2}, timeout=5)
+    answer = ingest(sandbox, [event("slow")])
+    assert answer.status_code == 200 and answer.elapsed.total_seconds() >= 0.2
+
+
 def test_scripted_faults_are_answered_in_order(sandbox):
     requests.post(sandbox.url + "/sandbox/faults", json={"script": [{"status": 503}, {"status": 429, "headers": {"Retry-After": "2"}}]}, timeout=5)
     assert ingest(sandbox, [event()]).status_code == 503
