@@ -32,14 +32,17 @@ class Acker:
 
     def add(self, owner: str, events: list, note) -> None:
         with self._cond:
-            if not self._pending:
+            first = not self._pending
+            if first:
                 self._oldest = time.monotonic()
             self._pending.append((owner, events, note))
             self._events += len(events)
             if self._thread is None:  # started in the process that delivers, after any fork
                 self._thread = threading.Thread(target=self._run, name="acks", daemon=True)
                 self._thread.start()
-            else:
+            elif first or self._events >= self.every_events:
+                # Woken only to start its timer or to commit: a wake for every batch was a thread
+                # switch per request, which the timer it already runs makes useless.
                 self._cond.notify()
 
     def flush(self) -> None:
