@@ -11,7 +11,7 @@ Procfile runs it) and times it from start to an empty queue. The cases:
   retry-after-ms), 50 ms round trip: how soon the worker settles near 50 a second, and the share
   refused after;
 - a sink whose round trip grows with its load (20 ms + 5 ms per request already in flight);
-- with --memory-events, that many queued (1,000,000 for the issue's figure), SQLite, 50 ms.
+- with --memory-events, that many queued (1,000,000 for the issue's figure), each backend, 50 ms.
 Prints a table, the window over time as the sink saw it (requests in flight, most in each
 second), and a JSON line of medians: events/s, requests, share refused, the worker's CPU time
 per event (from /proc; it moves less than events/s when the machine's speed drifts) and its peak
@@ -173,7 +173,8 @@ def cases(args) -> list[Case]:
     out.append(Case("sqlite_rtt_20ms_plus_5ms_per_request", "sqlite", 100_000,
                     {"latency_ms": 20, "latency_per_request_ms": 5}))
     if args.memory_events:
-        out.append(Case(f"sqlite_{args.memory_events}_queued_50ms", "sqlite", args.memory_events, {"latency_ms": 50}))
+        out += [Case(f"{backend}_{args.memory_events}_queued_50ms", backend, args.memory_events, {"latency_ms": 50})
+                for backend in backends]
     return out
 
 
@@ -184,7 +185,7 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgres")
     parser.add_argument("--latency-ms", type=float, default=50, help="the emulated Metronome round trip; 0 skips it")
     parser.add_argument("--latency-events", type=int, default=200_000)
-    parser.add_argument("--memory-events", type=int, default=0, help="also drain this many queued events (SQLite, 50 ms)")
+    parser.add_argument("--memory-events", type=int, default=0, help="also drain this many queued events (each backend, 50 ms)")
     parser.add_argument("--only", default="", help="run only the cases whose name contains this")
     args = parser.parse_args()
     chosen = [case for case in cases(args) if args.only in case.name]
