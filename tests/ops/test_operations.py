@@ -117,6 +117,19 @@ def test_delivery_metrics_follow_metronomes_answers(service, sandbox, clock):
     assert metric("destination_delivery_latency_seconds_count") - latency == 5
 
 
+def test_the_send_window_and_each_cut_with_its_reason_reach_metrics_and_the_log(service, sandbox, clock, caplog):
+    cuts = metric("destination_send_window_cuts_total", reason="5xx")
+    sandbox.state.script.extend([{"status": 503}])
+    with caplog.at_level(logging.INFO, logger="destination.worker"):
+        service.post([track(f"w{i}", clock.iso()) for i in range(5)])
+        wait_until(lambda: service.queue.depth() == 0, message="delivery")
+    assert metric("destination_send_window_cuts_total", reason="5xx") - cuts == 1
+    assert metric("destination_send_window") == service.worker.window.size >= 1
+    [line] = [r for r in caplog.records if r.getMessage().startswith("send window")]
+    assert line.getMessage() == "send window 4 -> 2 (rate free): 5xx"  # 4 cut to 2.8: two requests
+    assert line.fields == {"window": 2, "reason": "5xx", "rate": None}
+
+
 # -- the delivery log through /admin ---------------------------------------------------------------
 
 @pytest.fixture
