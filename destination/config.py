@@ -126,7 +126,7 @@ SETTINGS = [
     Setting("web_timeout", "WEB_TIMEOUT", _number_range(int, 5, 600), "30", "gunicorn worker timeout in seconds."),
     Setting("request_read_timeout_seconds", "REQUEST_READ_TIMEOUT_SECONDS", _number_range(float, 0.5, 300), "10", "A request (headers and body) must arrive whole within this, or it is answered 408: a slow client cannot hold a thread."),
     Setting("deliver_in_web", "DELIVER_IN_WEB", _bool, "false", "Also run a delivery thread in every web process (`serve` turns this on)."),
-    Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", _number_range(float, 0, 120), "20", "On SIGTERM, how long an in-flight batch may finish before it is released."),
+    Setting("shutdown_grace_seconds", "SHUTDOWN_GRACE_SECONDS", _number_range(float, 0, 120), "20", "On SIGTERM, how long the requests in flight may finish before their events are released."),
     Setting("log_format", "LOG_FORMAT", _choice("JSON", "TEXT"), "JSON", "JSON lines (with request ids) or plain text."),
     Setting("log_level", "LOG_LEVEL", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "INFO", "Lowest level logged."),
     Setting("billing_check", "BILLING_CHECK", _choice("OFF", "WARN", "HOLD"), "WARN", "Check each usage event against Metronome's billable metrics and customers at accept: `warn` reports it, `hold` also sets aside usage that would bill nothing, `off` skips it."),

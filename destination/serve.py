@@ -2,7 +2,7 @@
 (the Procfile's web line) and by `metronome-destination serve`.
 
 Hooks: every web process may run a delivery thread (DELIVER_IN_WEB, which `serve` turns on);
-on SIGTERM it stops claiming, lets the batch in flight finish within the grace period and hands
+on SIGTERM it stops claiming, lets the requests in flight finish within the grace period and hands
 back what it could not send.
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ def delivery_grace(worker) -> float:
 
 
 def stop_delivery(delivery, stop: threading.Event, thread: threading.Thread, grace_s: float) -> bool:
-    """Stop claiming; wait up to `grace_s` for the batch in flight; hand it back if it is still out.
+    """Stop claiming; wait up to `grace_s` for the requests in flight; hand back what is still out.
 
     Returns True when the delivery thread finished by itself.
     """
