@@ -345,7 +345,9 @@ def test_after_a_storm_of_30_500s_every_event_arrives_within_5_s_of_the_first_he
     assert [r["status"] for r in answers[:30]] == [500] * 30 and all(r["status"] == 200 for r in answers[30:])
     first_healthy = answers[30]["at"]
     assert len(set(delivered_ids(sandbox))) == 2000
-    assert max(r["at"] for r in answers) - first_healthy < 5.0
+    took = max(r["at"] for r in answers) - first_healthy
+    print(f"\nthe last event arrived {took:.2f} s after the first healthy answer")
+    assert took < 5.0
 
 
 def test_a_probe_lease_held_by_a_process_that_died_is_taken_over_at_once(settings, queue, sandbox, app, clock):

@@ -116,6 +116,8 @@ def test_a_worker_killed_with_30_batches_in_flight_delivers_every_event_exactly_
         second.send_signal(signal.SIGTERM)
         second.wait(30)
     resent = [tid for r in sandbox.state.requests[30:] for tid in r["transaction_ids"]]
+    print(f"\n{len(sent)} events in 30 requests out at the kill; resent {len(resent)}, "
+          f"{len(set(resent) & set(sent))} with their first transaction_id; duplicates {sandbox.state.duplicates}")
     assert sorted(resent) == sorted(sent)  # every one sent again, with the same transaction_id, once
     assert sorted(sandbox.state.events) == sorted(e["messageId"] for e in events)
     assert sandbox.state.duplicates == 3000 and queue.dead_letter_count() == 0
