@@ -7,8 +7,8 @@ Metronome allows with nothing to tune.
 
 A window alone cannot slow a worker below one request per round trip, and a rate limit of N
 requests a second is reached at any window once round trips are short. So a 429 also sets a
-rate ceiling, below the rate that was refused, which grows by about one request a second each
-second while nothing is refused (AWS's SDKs pace their clients on throttles the same way).
+rate ceiling, below the rate that was refused and the rate admitted, which grows by 2% a second
+while nothing is refused (AWS's SDKs pace their clients on throttles the same way).
 
 The caller passes every input, the clock included; nothing here does I/O.
 """
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 DECREASE = 0.7  # what a cut of the window keeps
 RATE_DECREASE = 0.85  # what a 429 leaves of the rate it refused: gentler, as the rate is measured, not guessed
-RATE_GROWTH = 0.02  # the rate ceiling grows by this share a second, or by one request a second if more
+RATE_GROWTH = 0.02  # the rate ceiling grows by this share a second...
+RATE_GROWTH_FLOOR = 0.1  # ...or by this many requests a second, if more, so a low ceiling can climb back
 RTT_GROWTH = 2.0  # a round trip this many times the base counts as the destination struggling...
 RTT_GROWTH_FLOOR_S = 0.02  # ...if it also grew by this much: loopback round trips of 1-3 ms jitter by 100%
 RTT_SMOOTHING = 0.2  # weight of a new sample in the mean round trip
@@ -52,6 +53,7 @@ class Answer:
     in_flight: int  # requests out when this one was sent, itself included
     sent_rate: float  # requests started in the last second
     sent_at_s: float  # when it was sent
+    admitted_rate: float = 0.0  # requests a second that got a 2xx, over the last second (0: none, or unknown)
 
 
 def start(limit: int, ceiling: int, adaptive: bool = True) -> Window:
@@ -112,6 +114,10 @@ def _cut_rate(window: Window, answer: Answer, now_s: float) -> Window:
     if answer.sent_at_s < window.rate_cut_at_s:
         return window
     refused_at = answer.sent_rate if window.rate is None else min(window.rate, answer.sent_rate)
+    if answer.admitted_rate > 0:
+        # What Metronome let through is the best guess of its limit: from a burst far above it,
+        # one step lands near it, where cuts of 0.85 alone took a refusal each, twenty for 100 -> 5.
+        refused_at = min(refused_at, answer.admitted_rate)
     return dataclasses.replace(window, rate=max(MIN_RATE, refused_at * RATE_DECREASE), rate_cut_at_s=now_s)
 
 
@@ -126,7 +132,7 @@ def _grow(window: Window, answer: Answer) -> Window:
         limit = min(float(window.ceiling), limit + step)
     rate = window.rate
     if rate is not None:
-        rate += max(1.0, RATE_GROWTH * rate) / rate  # per answer, so about that much a second each second
+        rate += max(RATE_GROWTH_FLOOR, RATE_GROWTH * rate) / rate  # per answer, so about that much a second each second
         if rate > 2 * max(answer.sent_rate, MIN_RATE) and answer.in_flight < window.size:
             rate = None  # the ceiling no longer binds: the window, or the backlog, sets the pace
     return dataclasses.replace(window, limit=limit, rate=rate)
@@ -145,14 +151,12 @@ def kind_of(status: int | None, error: str | None) -> str:
     return "ok"  # a 4xx about the events or the token says nothing about Metronome's load
 
 
-def sent_rate(starts, now_s: float) -> float:
-    """Requests a second, from the start times of the last second's requests (oldest first). A
-    burst shorter than a second is measured over its own span, or a worker that met a 429 in its
-    first 10 ms would take a few requests for its whole rate."""
-    if len(starts) < 2:
-        return float(len(starts))
-    span = now_s - starts[0]
-    return len(starts) / span if 0 < span < 1 else float(len(starts))
+def sent_rate(count: int, since_s: float, now_s: float) -> float:
+    """Requests a second, from how many started in the last second and since when this worker
+    has been sending without a second's break. A burst younger than a second is measured over
+    its own age: a worker refused in its first 10 ms would otherwise take one request for its
+    whole rate, and crawl at a request a second."""
+    return count / min(1.0, max(now_s - since_s, 0.001))
 
 
 def next_start_s(window: Window, last_start_s: float) -> float:

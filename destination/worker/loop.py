@@ -70,7 +70,9 @@ class Worker:
         # (attempt 0), so the pause must grow with this count or the worker would probe every second.
         self._failures = 0
         self._starts: deque[float] = deque()  # when recent requests started, for the sent rate
+        self._admitted: deque[float] = deque()  # when recent requests that got a 2xx started
         self._last_start = float("-inf")
+        self._sending_since = 0.0
         self._pruned_at = 0.0
         self._peak_in_flight = 0  # the most requests out at once since the last report (queue/senders.py)
         self._reported_at = float("-inf")

@@ -31,6 +31,15 @@ MAX_HELD_BYTES = 32 * 1024 * 1024
 WAKE_S = 1.0  # the longest the step's thread blocks without looking at `stop`
 
 
+def _rate_of(starts: deque, new: float | None, since: float, now: float) -> float:
+    """Add a start time (if any), forget those over a second old, and return the rate a second."""
+    if new is not None:
+        starts.append(new)
+    while starts and starts[0] < now - 1:
+        starts.popleft()
+    return concurrency.sent_rate(len(starts), since, now)
+
+
 @dataclass(slots=True)
 class Batch:
     owner: str  # the claim whose leases hold these events
@@ -106,12 +115,10 @@ class Round:
         self.sending_events += len(batch.events)
         w._peak_in_flight = max(w._peak_in_flight, self.sending)
         started = time.monotonic()
+        if started - w._last_start > 1:
+            w._sending_since = started  # the rates are measured from here, until a second's break
         w._last_start = started
-        starts = w._starts
-        starts.append(started)
-        while starts[0] < started - 1:
-            starts.popleft()
-        in_flight, sent_rate = self.sending, concurrency.sent_rate(starts, started)
+        in_flight, sent_rate = self.sending, _rate_of(w._starts, started, w._sending_since, started)
         body = batching.body(batch.events)
         inbox = self.inbox
 
@@ -201,9 +208,11 @@ class Round:
     def _answered(self, batch: Batch, outcome, seconds: float, started: float, in_flight: int, sent_rate: float) -> None:
         self._done(batch)
         w = self.w
-        answer = concurrency.Answer(concurrency.kind_of(outcome.status, outcome.error), seconds, in_flight, sent_rate, started)
+        kind, now = concurrency.kind_of(outcome.status, outcome.error), time.monotonic()
+        admitted = _rate_of(w._admitted, started if kind == "ok" else None, w._sending_since, now)
+        answer = concurrency.Answer(kind, seconds, in_flight, sent_rate, started, admitted)
         before = w.window
-        w.window, reason = concurrency.on_answer(before, answer, time.monotonic())
+        w.window, reason = concurrency.on_answer(before, answer, now)
         metrics.SEND_WINDOW.set(w.window.size)
         if reason:
             metrics.WINDOW_CUTS.labels(reason).inc()

@@ -7,8 +7,8 @@ from destination.worker import concurrency as c
 from destination.worker.concurrency import Answer, Window
 
 
-def answer(kind="ok", rtt=0.05, in_flight=4, rate=80.0, sent_at=10.0):
-    return Answer(kind, rtt, in_flight, rate, sent_at)
+def answer(kind="ok", rtt=0.05, in_flight=4, rate=80.0, sent_at=10.0, admitted=0.0):
+    return Answer(kind, rtt, in_flight, rate, sent_at, admitted)
 
 
 W = Window(limit=4.0, ceiling=64, rtt_s=0.05, base_rtt_s=0.05, cut_at_s=1.0)  # past its slow start
@@ -21,6 +21,8 @@ CASES = [
     ("a window not full proves nothing: it stays", W, answer(in_flight=2), 10.1, 4.0, None, None),
     ("growth stops at the ceiling", Window(64.0, 64, rtt_s=0.05, base_rtt_s=0.05, cut_at_s=1.0), answer(in_flight=64), 10.1, 64.0, None, None),
     ("a 429 cuts the window and sets a rate below the rate sent", W, answer("throttled", rate=80), 10.1, 2.8, 68.0, "429"),
+    ("a 429 sets the rate below what was admitted, when that is lower", W, answer("throttled", rate=400, admitted=50),
+     10.1, 2.8, 42.5, "429"),
     ("a 5xx cuts the window", W, answer("failed"), 10.1, 2.8, None, "5xx"),
     ("a timeout cuts the window", W, answer("timeout", rtt=30), 10.1, 2.8, None, "timeout"),
     ("a dropped connection cuts the window", W, answer("network", rtt=0.001), 10.1, 2.8, None, "network"),
@@ -36,8 +38,10 @@ CASES = [
      Window(4.0, 64, rate=50.0, rtt_s=0.05, base_rtt_s=0.05, rate_cut_at_s=5.0), answer("throttled", rate=70), 10.1, 2.8, 42.5, "429"),
     ("a 429 from before the rate's last cut leaves the rate", Window(4.0, 64, rate=50.0, rate_cut_at_s=10.05, cut_at_s=10.05),
      answer("throttled", rate=70), 10.1, 4.0, 50.0, None),
-    ("the rate grows by 1/rate with each answer", Window(4.0, 64, rate=50.0, rtt_s=0.05, base_rtt_s=0.05, cut_at_s=1.0),
+    ("the rate grows by 2% of itself a second, a fiftieth of that with each of its answers", Window(4.0, 64, rate=50.0, rtt_s=0.05, base_rtt_s=0.05, cut_at_s=1.0),
      answer(in_flight=2, rate=50), 10.1, 4.0, 50.02, None),
+    ("a low rate grows by at least 0.1 a second", Window(4.0, 64, rate=2.0, rtt_s=0.05, base_rtt_s=0.05, cut_at_s=1.0),
+     answer(in_flight=2, rate=2), 10.1, 4.0, 2.05, None),
     ("a rate far above what is sent, with room in the window, is dropped", Window(4.0, 64, rate=50.0, rtt_s=0.05, base_rtt_s=0.05),
      answer(in_flight=1, rate=10), 10.1, 4.0, None, None),
     ("a fixed window never moves", Window(4.0, 4, adaptive=False), answer("throttled"), 10.1, 4.0, None, None),
@@ -59,6 +63,16 @@ def test_the_controllers_word_for_each_answer(status, error, kind):
     assert c.kind_of(status, error) == kind
 
 
+@pytest.mark.parametrize("count, since, now, rate", [
+    (50, 0.0, 10.0, 50.0),  # a full second of sending: the count is the rate
+    (10, 9.99, 10.0, 1000.0),  # ten requests in the first 10 ms: a thousand a second, not ten
+    (1, 10.0, 10.0, 1000.0),  # a first request: its age is floored at a millisecond
+    (0, 0.0, 10.0, 0.0),
+])
+def test_the_sent_rate_is_measured_over_the_last_second_or_the_bursts_own_age(count, since, now, rate):
+    assert c.sent_rate(count, since, now) == pytest.approx(rate)
+
+
 def test_a_rate_ceiling_spaces_requests_and_no_ceiling_does_not():
     assert c.next_start_s(Window(4.0, 64, rate=50.0), 10.0) == pytest.approx(10.02)
     assert c.next_start_s(Window(4.0, 64), 10.0) == -math.inf
@@ -78,8 +92,10 @@ def simulate(latency, admit, seconds=30.0, start=4, ceiling=64):
             out.sort()
         done, began, in_flight, ok = out.pop(0)
         now = done
-        rate = c.sent_rate([t for t in sent if began - 1 < t <= began], began)
-        window, _ = c.on_answer(window, Answer("ok" if ok else "throttled", done - began, in_flight, rate, began), now)
+        rate = c.sent_rate(sum(1 for t in sent if began - 1 < t <= began), 0.0, began)
+        admitted = c.sent_rate(sum(1 for t, took in log if now - 1 <= t and took), 0.0, now)
+        window, _ = c.on_answer(window, Answer("ok" if ok else "throttled", done - began, in_flight, rate, began,
+                                               admitted), now)
         log.append((now, ok))
     return window, log
 
