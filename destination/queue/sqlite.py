@@ -76,7 +76,11 @@ class SQLiteQueue(SQLQueue):
             if self._closed:  # a thread still running after close must not open the file again
                 raise sqlite3.ProgrammingError("the SQLite store is closed")
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            db.execute("PRAGMA journal_mode=WAL")
+            # Turning a new file to WAL needs it alone, and SQLite answers "database is locked" at
+            # once, without its busy wait, while another process migrates it: two gunicorn workers
+            # booting on a fresh file failed so, and with them `serve`. Writers take this turn too.
+            with self._writers_turn():
+                db.execute("PRAGMA journal_mode=WAL")
             # FULL makes each commit durable against power loss, which is what our 200 promises.
             self._synchronous(db, self.synchronous)
             db.execute("PRAGMA busy_timeout=30000")
