@@ -7,8 +7,8 @@ Metronome allows with nothing to tune.
 
 A window alone cannot slow a worker below one request per round trip, and a rate limit of N
 requests a second is reached at any window once round trips are short. So a 429 also sets a
-rate ceiling, below the rate that was refused and the rate admitted, which grows by 2% a second
-while nothing is refused (AWS's SDKs pace their clients on throttles the same way).
+rate ceiling below the rate that was refused (or the rate admitted, if far lower), which grows by
+2% a second while nothing is refused (AWS's SDKs pace their clients on throttles the same way).
 
 The caller passes every input, the clock included; nothing here does I/O.
 """
@@ -114,10 +114,12 @@ def _cut_rate(window: Window, answer: Answer, now_s: float) -> Window:
     if answer.sent_at_s < window.rate_cut_at_s:
         return window
     refused_at = answer.sent_rate if window.rate is None else min(window.rate, answer.sent_rate)
-    if answer.admitted_rate > 0:
-        # What Metronome let through is the best guess of its limit: from a burst far above it,
-        # one step lands near it, where cuts of 0.85 alone took a refusal each, twenty for 100 -> 5.
-        refused_at = min(refused_at, answer.admitted_rate)
+    if 0 < answer.admitted_rate < refused_at / 2:
+        # Sent far above what Metronome let through (a first burst): its admitted rate is the best
+        # guess of the limit, one step where cuts of 0.85 took a refusal each, twenty for 100 -> 5.
+        # Near the limit the sent rate serves better: the admitted one is lowered by the pause
+        # each 429 brings, and cutting from it dipped a 50-a-second sink's admitted rate to 38.
+        refused_at = answer.admitted_rate
     return dataclasses.replace(window, rate=max(MIN_RATE, refused_at * RATE_DECREASE), rate_cut_at_s=now_s)
 
 

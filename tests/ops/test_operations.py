@@ -125,7 +125,8 @@ def test_the_send_window_and_each_cut_with_its_reason_reach_metrics_and_the_log(
         wait_until(lambda: service.queue.depth() == 0, message="delivery")
     assert metric("destination_send_window_cuts_total", reason="5xx") - cuts == 1
     assert metric("destination_send_window") == service.worker.window.size >= 1
-    [line] = [r for r in caplog.records if r.getMessage().startswith("send window")]
+    # Only the 503's cut: on a loaded machine the next answer's round trip may also cut, for "rtt".
+    [line] = [r for r in caplog.records if r.getMessage().startswith("send window") and r.fields["reason"] == "5xx"]
     assert line.getMessage() == "send window 4 -> 2 (rate free): 5xx"  # 4 cut to 2.8: two requests
     assert line.fields == {"window": 2, "reason": "5xx", "rate": None}
 
