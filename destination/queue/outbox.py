@@ -147,7 +147,8 @@ class Queue(Protocol):
     def drop_lease(self, name: str, owner: str) -> None:
         """Free the named lease if `owner` still holds it."""
 
-    def lease_holder(self, name: str) -> str | None: ...
+    def lease(self, name: str) -> tuple[int, str] | None:
+        """The named lease's (until_ms, owner), expired or not; None when nobody holds it."""
 
     def raise_state(self, key: str, value: int) -> None:
         """Set a numeric state to `value` unless it holds a larger one already."""

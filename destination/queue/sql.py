@@ -222,9 +222,10 @@ class SQLQueue(Records):
         with self._write(durable=False) as db:
             db.execute("DELETE FROM sender_state WHERE key = ? AND substr(value, 17) = ?", (name, owner))
 
-    def lease_holder(self, name: str) -> str | None:
+    def lease(self, name: str) -> tuple[int, str] | None:
+        """The named lease's (until_ms, owner), expired or not; None when nobody holds it."""
         value = self.get_state(name)
-        return value[16:] if value else None
+        return (int(value[:15]), value[16:]) if value else None
 
     def raise_state(self, key: str, value: int) -> None:
         """Set a numeric state to `value` unless it already holds a larger one, in one statement,

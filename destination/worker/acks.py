@@ -15,10 +15,12 @@ import time
 log = logging.getLogger("destination.worker")
 
 RETRY_S = 0.5  # after a failed commit (the database blinked), the next try
+EVERY_EVENTS = 1000  # delivered events committed together...
+WAIT_S = 0.05  # ...or once the oldest has waited this long
 
 
 class Acker:
-    def __init__(self, queue, on_acked, every_events: int = 1000, wait_s: float = 0.05):
+    def __init__(self, queue, on_acked, every_events: int = EVERY_EVENTS, wait_s: float = WAIT_S):
         self.queue = queue
         self.on_acked = on_acked  # (items, rows removed per item), after each commit
         self.every_events = every_events

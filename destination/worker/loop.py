@@ -33,8 +33,6 @@ BILLING_STOP_S = 10  # how long stopping waits for the billing thread's step (a 
 
 PRUNE_EVERY_S = 600
 BILLING_PROBLEMS_KEPT_MS = 8 * 86_400_000  # the Billing view shows up to a week
-ACK_EVERY_EVENTS = 1000  # delivered events committed together, or after ACK_WAIT_S (acks.py)
-ACK_WAIT_S = 0.05
 
 
 class Worker:
@@ -49,7 +47,6 @@ class Worker:
         self.policy = policy or RetryPolicy()
         self.lease_ms = int(lease_s * 1000)
         self.claim_size = claim_size
-        self.sends_in_flight = sends_in_flight
         ceiling = max(max_sends_in_flight or sends_in_flight, sends_in_flight)
         self.window = concurrency.start(sends_in_flight, ceiling, adaptive)
         self.idle_s = idle_s
@@ -63,7 +60,7 @@ class Worker:
         self.stats: Counter = Counter()
         self._held: dict[str, set[int]] = {}  # claimed, not yet acked, retried or released: owner -> ids
         self._held_lock = threading.Lock()  # release_claim may run on another thread at shutdown
-        self._acker = Acker(queue, self._acked, ACK_EVERY_EVENTS, ACK_WAIT_S)
+        self._acker = Acker(queue, self._acked)
         self._threads = Threads("send")  # start on first use, in the process that delivers
         self._claims = Threads("claim")  # one claim at a time: one thread (one SQLite connection)
         # Failures in a row, whatever the batch: during an outage each probe takes a fresh batch
@@ -92,6 +89,7 @@ class Worker:
 
     def _deliver_until(self, stop: threading.Event) -> None:
         self.process = process_identity()
+        metrics.SEND_WINDOW.set(self.window.size)  # here, in the process that delivers; then as it changes
         while not stop.is_set():
             try:
                 self._prune_log()
@@ -149,18 +147,15 @@ class Worker:
     def _take_probe(self, now_ms: int) -> bool:
         """Take the lease to send the one probe after a pause. A holder that died on this host
         (kill -9, a recycled web process) is not waited out: its lease is dropped at once."""
-        held = self.queue.get_state(PROBE)  # read first: processes waiting on a probe poll, and a read is cheaper
-        holder = held[16:] if held else None
-        if held and holder != self.probe_owner and int(held[:15]) > now_ms and not owner_is_dead(holder):
-            return False
-        if self.queue.take_lease(PROBE, self.probe_owner, self.probe_ttl_ms, now_ms):
-            return True
-        holder = self.queue.lease_holder(PROBE)
-        if holder and owner_is_dead(holder):
-            log.warning("the process probing Metronome (%s) no longer runs; this one takes over", holder)
-            self.queue.drop_lease(PROBE, holder)
-            return self.queue.take_lease(PROBE, self.probe_owner, self.probe_ttl_ms, now_ms)
-        return False
+        held = self.queue.lease(PROBE)  # read first: processes waiting on a probe poll, and a read is cheaper
+        if held and held[1] != self.probe_owner:
+            until_ms, holder = held
+            if owner_is_dead(holder):
+                log.warning("the process probing Metronome (%s) no longer runs; this one takes over", holder)
+                self.queue.drop_lease(PROBE, holder)
+            elif until_ms > now_ms:
+                return False
+        return self.queue.take_lease(PROBE, self.probe_owner, self.probe_ttl_ms, now_ms)
 
     @property
     def probe_owner(self) -> str:

@@ -46,6 +46,10 @@ class Batch:
     events: list[ClaimedEvent]
     size: int  # payload bytes
 
+    @classmethod
+    def of(cls, owner: str, events: list[ClaimedEvent]) -> "Batch":
+        return cls(owner, events, sum(len(e.payload) for e in events))
+
 
 class Round:
     def __init__(self, worker, stop, probing: bool):
@@ -168,7 +172,7 @@ class Round:
         w.hold(claim.owner, [e.id for e in claim.events])
         fresh = w._set_aside_stale(claim.owner, claim.events, w._now_ms())
         for events in batching.batches(fresh, w.max_events, w.max_bytes):
-            self._buffer(Batch(claim.owner, events, sum(len(e.payload) for e in events)))
+            self._buffer(Batch.of(claim.owner, events))
 
     def _buffer(self, batch: Batch, front: bool = False) -> None:
         (self.buffer.appendleft if front else self.buffer.append)(batch)
@@ -213,7 +217,8 @@ class Round:
         answer = concurrency.Answer(kind, seconds, in_flight, sent_rate, started, admitted)
         before = w.window
         w.window, reason = concurrency.on_answer(before, answer, now)
-        metrics.SEND_WINDOW.set(w.window.size)
+        if w.window.size != before.size:
+            metrics.SEND_WINDOW.set(w.window.size)
         if reason:
             metrics.WINDOW_CUTS.labels(reason).inc()
             log.info("send window %d -> %d (rate %s): %s", before.size, w.window.size,
@@ -241,8 +246,8 @@ class Round:
             return
         if isinstance(action, Split):
             left, right = batching.halves(events)
-            self._buffer(Batch(owner, right, sum(len(e.payload) for e in right)), front=True)
-            self._buffer(Batch(owner, left, sum(len(e.payload) for e in left)), front=True)
+            self._buffer(Batch.of(owner, right), front=True)
+            self._buffer(Batch.of(owner, left), front=True)
             w.stats["splits"] += 1
             return
         w.settle(owner, ids)

@@ -166,7 +166,7 @@ class CountingQueue:
 
 
 def test_a_thousand_delivered_events_are_acked_in_one_transaction(settings, queue, sandbox, app, clock):
-    """The acker commits once it holds ACK_EVERY_EVENTS (1,000), here before its timer could."""
+    """The acker commits once it holds acks.EVERY_EVENTS (1,000), here before its timer could."""
     from destination.worker.build import build_worker
 
     answer = app.test_client().post("/v1/events", json=[track(f"b{i:04d}", clock.iso()) for i in range(1000)],
