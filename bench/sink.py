@@ -12,13 +12,17 @@ arrival time, status and the requests in flight when it arrived.
 from __future__ import annotations
 
 import gzip
-import math
 import multiprocessing
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from destination.sandbox.ingest import take_token, throttled_headers  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -68,11 +72,12 @@ class _Handler(BaseHTTPRequestHandler):
             return 401, {}
         if state["down"]:
             return 503, {}
-        if state["rate_per_s"]:
-            wait_s = _take_token(state, now)
+        if state["bucket"]:
+            with state["lock"]:  # the sandbox's token bucket: the same limit users rehearse against
+                wait_s = take_token(state["bucket"], now)
             if wait_s:
                 state["refused"] += 1
-                return 429, {"Retry-After": str(max(1, math.ceil(wait_s))), "retry-after-ms": str(math.ceil(wait_s * 1000))}
+                return 429, throttled_headers(wait_s)
         if self.headers.get("Content-Encoding") == "gzip":
             raw = gzip.decompress(raw)
         batch = orjson.loads(raw)
@@ -87,24 +92,13 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, {}
 
 
-def _take_token(state: dict, now: float) -> float:
-    """0 when the bucket admits a request now; else the seconds until it would."""
-    with state["lock"]:
-        burst = state["rate_per_s"] / 5
-        state["tokens"] = min(burst, state["tokens"] + (now - state["at"]) * state["rate_per_s"])
-        state["at"] = now
-        if state["tokens"] >= 1:
-            state["tokens"] -= 1
-            return 0.0
-        return (1 - state["tokens"]) / state["rate_per_s"]
-
-
 def _serve(port_out, down: bool, latency_ms: float, latency_per_request_ms: float, rate_per_s: float) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     server.daemon_threads = True
     server.state = {"requests": 0, "ids": set(), "duplicates": 0, "down": down, "latency_s": latency_ms / 1000,
-                    "latency_per_request_s": latency_per_request_ms / 1000, "rate_per_s": rate_per_s,
-                    "tokens": rate_per_s / 5, "at": time.time(), "refused": 0, "in_flight": 0, "timeline": [],
+                    "latency_per_request_s": latency_per_request_ms / 1000, "refused": 0,
+                    "bucket": rate_per_s and {"per_s": rate_per_s, "burst": rate_per_s / 5, "tokens": rate_per_s / 5,
+                                              "at": time.time()}, "in_flight": 0, "timeline": [],
                     "lock": threading.Lock()}
     port_out.put(server.server_address[1])
     server.serve_forever()

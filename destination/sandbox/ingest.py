@@ -60,6 +60,11 @@ def take_token(bucket: dict, now_s: float) -> float:
     return (1 - bucket["tokens"]) / bucket["per_s"]
 
 
+def throttled_headers(wait_s: float) -> dict:
+    """What a 429 says of when to come back: whole seconds, as HTTP allows, and milliseconds."""
+    return {"Retry-After": str(max(1, math.ceil(wait_s))), "retry-after-ms": str(math.ceil(wait_s * 1000))}
+
+
 def reply(entry: dict, status: int, message: str | None = None, headers=None) -> Response:
     entry["status"] = status
     body = orjson.dumps({"message": message}) if message is not None else b""
@@ -74,8 +79,7 @@ def answer(ledger: Ledger, raw: bytes, entry: dict) -> Response:
     if ledger.rate_limit:
         wait_s = take_token(ledger.rate_limit, ledger.clock())
         if wait_s:
-            return reply(entry, 429, "rate limit exceeded (sandbox)", {
-                "Retry-After": str(max(1, math.ceil(wait_s))), "retry-after-ms": str(math.ceil(wait_s * 1000))})
+            return reply(entry, 429, "rate limit exceeded (sandbox)", throttled_headers(wait_s))
     if ledger.script:
         cue = ledger.script.popleft()
         if cue.get("status", 200) != 200:
