@@ -39,6 +39,9 @@ def test_worker_help_lists_settings_with_their_environment_variables():
     (["worker"], {"METRONOME_API_TOKEN": "t", "BILLING_VERIFY_SAMPLE": "1000"}, "BILLING_VERIFY_SAMPLE='1000': must be between 0 and 100"),
     (["serve", "--sandbox", "--sandbox-seed", "missing-seed.json"], {}, "SANDBOX_SEED: cannot read seed file missing-seed.json"),
     (["sandbox", "--max-property-bytes", "0"], {}, "--max-property-bytes: must be a whole number of at least 1"),
+    (["worker"], {"METRONOME_API_TOKEN": "t", "MAX_SENDS_IN_FLIGHT": "0"}, "MAX_SENDS_IN_FLIGHT='0': must be between 1 and 256"),
+    (["worker"], {"METRONOME_API_TOKEN": "t", "FIXED_SENDS_IN_FLIGHT": "perhaps"},
+     "FIXED_SENDS_IN_FLIGHT='perhaps': must be true or false"),
 ])
 def test_a_bad_setting_stops_startup_naming_it(args, env, message, tmp_path):
     import os
