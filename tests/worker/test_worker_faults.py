@@ -25,6 +25,12 @@ def delivered_ids(sandbox):
     return [e["transaction_id"] for e in requests.get(sandbox.url + "/sandbox/events", timeout=5).json()["events"]]
 
 
+def held_events(sandbox) -> int:
+    """Events in the requests the sandbox has taken so far (with its lock: a request reads its events under it)."""
+    with sandbox.state.lock:
+        return sum(len(r["transaction_ids"]) for r in sandbox.state.requests)
+
+
 def statuses(sandbox):
     return [r["status"] for r in sandbox.state.requests]
 
@@ -130,7 +136,8 @@ def test_worker_killed_between_claim_and_ack_redelivers_with_the_same_transactio
     first = _worker_process(settings, sandbox, tmp_path / "worker.log")
     try:
         assert sandbox.state.hung.wait(20), "the worker never sent a batch"
-        wait_until(lambda: len(sandbox.state.requests) == 2, message="both batches in flight")
+        # Held means taken whole: a request is listed as it arrives, and its events as it reads them.
+        wait_until(lambda: len(sandbox.state.requests) == 2 and held_events(sandbox) == 150, message="both batches in flight")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:

@@ -90,7 +90,7 @@ def test_a_worker_killed_with_30_batches_in_flight_delivers_every_event_exactly_
     """The sandbox takes each batch and holds its answer; with 30 requests out the worker is
     SIGKILLed. The restarted worker sends those 3,000 events again, with the same
     transaction_ids: Metronome keeps each once."""
-    from test_worker_faults import _worker_process
+    from test_worker_faults import _worker_process, held_events
 
     client = app.test_client()
     events = [track(f"x{i:04d}", clock.iso(-60)) for i in range(3000)]
@@ -101,7 +101,8 @@ def test_a_worker_killed_with_30_batches_in_flight_delivers_every_event_exactly_
     first = _worker_process(settings, sandbox, tmp_path / "worker.log", SENDS_IN_FLIGHT="30", CLAIM_SIZE="3000",
                             LEASE_SECONDS="60")
     try:
-        wait_until(lambda: len(sandbox.state.requests) == 30, timeout=30, message="30 batches in flight at once")
+        wait_until(lambda: len(sandbox.state.requests) == 30 and held_events(sandbox) == 3000, timeout=30,
+                   message="30 batches in flight at once, each taken whole")
         first.send_signal(signal.SIGKILL)
         first.wait(10)
     finally:
